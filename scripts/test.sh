@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets everything up, then runs the whole test suite (lint included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+echo "==> lint"
+ruff check .
+ruff format --check .
+echo "==> tests"
+mkdir -p test-artifacts
+python -m pytest -ra --durations=15 "$@"

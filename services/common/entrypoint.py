@@ -1,0 +1,32 @@
+"""The shared ``__main__`` body: settings from the environment, logging, serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from services.common.errors import SynthError
+from services.common.logs import configure_logging
+from services.common.server import SynthServer
+from services.common.settings import ServerSettings, from_env
+
+S = TypeVar("S", bound=ServerSettings)
+
+
+def serve(service: str, settings_cls: type[S], prefix: str, build: Callable[[S], SynthServer]) -> int:
+    try:
+        settings = from_env(settings_cls, prefix, os.environ)
+    except SynthError as err:
+        sys.stderr.write(f"{service}: bad configuration: {err}\n")
+        return 2
+    configure_logging(service, settings.log_level, settings.log_format)
+    log = logging.getLogger(f"services.{service}")
+    server = build(settings)
+    server.start()
+    server.set_serving()
+    log.info("serving", extra={"address": server.address, "store_dir": str(settings.store_dir)})
+    server.run_until_signal()
+    return 0

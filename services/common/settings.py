@@ -1,0 +1,91 @@
+"""Settings objects: one dataclass per service, read once from the environment
+in ``__main__`` (prefix ``SYNTH_<SERVICE>_``) and passed down. Nothing reads the
+environment at import time. Defaults run locally with no setup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.common.errors import InvalidArgument
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC service has. Subclasses add their own fields."""
+
+    # Address to bind. 127.0.0.1 locally; 0.0.0.0 in a container.
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Prometheus /metrics HTTP port (0: pick a free one; -1: disabled).
+    metrics_port: int = -1
+    # Largest gRPC message accepted or sent, in bytes.
+    max_message_bytes: int = 16 * 1024 * 1024
+    # Threads serving RPCs (streams hold one each while open).
+    max_workers: int = 32
+    # Seconds in-flight calls get to finish after SIGTERM.
+    grace_seconds: float = 10.0
+    # The artifact store folder (a PVC mount in Kubernetes).
+    store_dir: Path = Path("var/store")
+    log_level: str = "INFO"
+    # Log format: "json" (one object per line) or "text".
+    log_format: str = "json"
+
+
+def from_env(cls: type[T], prefix: str, environ: Mapping[str, str], **overrides: Any) -> T:
+    """Build settings ``cls`` from ``environ``: field ``max_workers`` is read
+    from ``<prefix>MAX_WORKERS``. Unknown ``<prefix>*`` variables are refused so
+    a typo in a manifest fails loudly instead of being ignored."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if name not in names:
+            raise InvalidArgument(
+                f"unknown setting {key}; known: {', '.join(prefix + n.upper() for n in sorted(names))}"
+            )
+        values[name] = _convert(key, raw, hints[name])
+    values.update(overrides)
+    return cls(**values)
+
+
+def env_names(cls: type, prefix: str) -> list[str]:
+    """Every environment variable ``cls`` understands (docs and manifest tests use this)."""
+    return [prefix + f.name.upper() for f in dataclasses.fields(cls)]
+
+
+def _convert(key: str, raw: str, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(raw)
+        if kind is str:
+            return raw
+        if origin is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgument(f"setting {key}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+    raise TypeError(f"unsupported settings type {kind!r} for {key}")

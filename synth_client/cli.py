@@ -1,0 +1,496 @@
+"""The ``synth`` command.
+
+    synth up                       start every service locally (Ctrl-C stops all)
+    synth demo                     start, upload the bundled Adult table, report
+    synth datasets upload FILE     upload a CSV with a progress bar
+    synth datasets list|show|preview|delete
+
+Every listing command takes ``--json`` for scripts. Addresses come from
+--address / SYNTH_ADDRESS (one front door) or the per-service flags and
+SYNTH_TRAINER_ADDRESS etc.; the defaults are the local ``synth up`` ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from synth.v1 import common_pb2
+
+from synth_client.client import SynthClient
+from synth_client.errors import SynthError
+from synth_client.local import LocalPlatform
+
+BUNDLED_DATASET = Path(__file__).resolve().parents[1] / "data" / "adult.csv"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except SynthError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    except (RuntimeError, TimeoutError, FileNotFoundError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synth", description="Synthetic tabular data platform.")
+    parser.add_argument("--address", help="one address for every service (the gateway)")
+    parser.add_argument("--trainer", help="trainer address (datasets, training, models)")
+    parser.add_argument("--sampler", help="sampler address")
+    parser.add_argument("--evaluator", help="evaluator address")
+    sub = parser.add_subparsers(title="commands")
+
+    up = sub.add_parser("up", help="start every service locally until Ctrl-C")
+    _platform_flags(up)
+    up.set_defaults(handler=_cmd_up)
+
+    demo = sub.add_parser("demo", help="start the services and run the main job on the bundled dataset")
+    _platform_flags(demo)
+    demo.add_argument("--dataset", type=Path, default=BUNDLED_DATASET, help="CSV to use (default: Adult)")
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop the services when done (default: keep them running if a terminal is attached)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    datasets = sub.add_parser("datasets", help="upload and manage real tables").add_subparsers(title="actions")
+    upload = datasets.add_parser("upload", help="upload a CSV (or .csv.gz) file")
+    upload.add_argument("file", type=Path)
+    upload.add_argument("--name", help="display name (default: the file name)")
+    upload.add_argument("--encoding", default="", help="text encoding (default utf-8)")
+    upload.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="COLUMN=KIND",
+        help="override a column's kind: continuous, categorical, datetime, identifier, free_text",
+    )
+    upload.add_argument(
+        "--missing", action="append", default=[], metavar="MARKER", help="a missing-value marker (repeatable)"
+    )
+    upload.add_argument("--json", action="store_true")
+    upload.set_defaults(handler=_cmd_upload)
+
+    listing = datasets.add_parser("list", help="list datasets, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_cmd_list)
+
+    show = datasets.add_parser("show", help="a dataset and its schema")
+    show.add_argument("dataset_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_cmd_show)
+
+    preview = datasets.add_parser("preview", help="the first rows of a dataset")
+    preview.add_argument("dataset_id")
+    preview.add_argument("-n", "--rows", type=int, default=10)
+    preview.add_argument("--json", action="store_true")
+    preview.set_defaults(handler=_cmd_preview)
+
+    delete = datasets.add_parser("delete", help="delete a dataset")
+    delete.add_argument("dataset_id")
+    delete.set_defaults(handler=_cmd_delete)
+
+    train = sub.add_parser("train", help="train a CTGAN model on a dataset, with live progress")
+    train.add_argument("dataset_id")
+    train.add_argument("--epochs", type=int, default=0, help="default 300")
+    train.add_argument("--batch-size", type=int, default=0, help="default 500 (a multiple of pac, 10)")
+    train.add_argument("--target", default="", help="column to stratify the holdout on (and evaluate later)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--holdout", type=float, help="share of rows held out (default 0.2)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--detach", action="store_true", help="start the job and return at once")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(handler=_cmd_train)
+
+    jobs = sub.add_parser("jobs", help="training jobs").add_subparsers(title="actions")
+    jlist = jobs.add_parser("list", help="jobs, newest first")
+    jlist.add_argument("--json", action="store_true")
+    jlist.set_defaults(handler=_cmd_jobs_list)
+    jwatch = jobs.add_parser("watch", help="re-attach to a job's progress")
+    jwatch.add_argument("job_id")
+    jwatch.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+    jwatch.add_argument("--json", action="store_true", help="one JSON event per line")
+    jwatch.set_defaults(handler=_cmd_jobs_watch)
+    jcancel = jobs.add_parser("cancel", help="cancel a queued or running job")
+    jcancel.add_argument("job_id")
+    jcancel.set_defaults(handler=_cmd_jobs_cancel)
+
+    models = sub.add_parser("models", help="trained models").add_subparsers(title="actions")
+    mlist = models.add_parser("list", help="models, newest first")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(handler=_cmd_models_list)
+    mshow = models.add_parser("show", help="a model's metadata")
+    mshow.add_argument("model_id")
+    mshow.add_argument("--json", action="store_true")
+    mshow.set_defaults(handler=_cmd_models_show)
+    mdelete = models.add_parser("delete", help="delete a model")
+    mdelete.add_argument("model_id")
+    mdelete.set_defaults(handler=_cmd_models_delete)
+    return parser
+
+
+def _platform_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", type=Path, default=Path("var"), help="store and logs folder (default ./var)")
+    cmd.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
+
+
+def _client(args: argparse.Namespace) -> SynthClient:
+    return (
+        SynthClient.from_env(trainer=args.trainer, sampler=args.sampler, evaluator=args.evaluator)
+        if not (args.address)
+        else SynthClient(args.address)
+    )
+
+
+def _start_platform(args: argparse.Namespace) -> LocalPlatform:
+    platform = LocalPlatform(args.data_dir, ports="free" if args.free_ports else "default")
+    sys.stderr.write("starting services (trainer, sampler, evaluator)...\n")
+    platform.start()
+    for spec in platform.specs:
+        sys.stderr.write(
+            f"  {spec.name:<10} grpc {platform.address(spec.name):<18} metrics {platform.metrics_url(spec.name)}\n"
+        )
+    sys.stderr.write(f"  store      {platform.store_dir}\n  logs       {platform.log_dir}\n")
+    return platform
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    platform = _start_platform(args)
+    sys.stderr.write("all services SERVING. Press Ctrl-C to stop.\n")
+    try:
+        _wait_for_interrupt()
+    finally:
+        sys.stderr.write("stopping services...\n")
+        codes = platform.stop()
+        sys.stderr.write("stopped: " + ", ".join(f"{n} (exit {c})" for n, c in codes.items()) + "\n")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.dataset.is_file():
+        raise FileNotFoundError(f"dataset {args.dataset} not found")
+    platform = _start_platform(args)
+    try:
+        with SynthClient(
+            trainer=platform.address("trainer"),
+            sampler=platform.address("sampler"),
+            evaluator=platform.address("evaluator"),
+        ) as client:
+            print(f"\n== 1. upload {args.dataset.name}")
+            dataset = client.upload_dataset(args.dataset, on_progress=_progress_bar(args.dataset.stat().st_size))
+            _print_dataset(dataset)
+            print("\n(training, sampling and evaluation join this job as those services land)")
+        keep = not args.exit and sys.stdin.isatty()
+        if keep:
+            sys.stderr.write("\nservices keep running; press Ctrl-C to stop.\n")
+            _wait_for_interrupt()
+    finally:
+        platform.stop()
+    return 0
+
+
+def _progress_bar(total: int):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload", leave=False, disable=None)
+
+    def update(sent: int, _total: int) -> None:
+        bar.update(sent - bar.n)
+        if sent >= total:
+            bar.close()
+
+    return update
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    kinds = {}
+    for item in args.kind:
+        column, sep, kind = item.partition("=")
+        if not sep:
+            raise SynthError("INVALID_ARGUMENT", f"--kind {item!r}: expected COLUMN=KIND")
+        kinds[column] = kind
+    with _client(args) as client:
+        dataset = client.upload_dataset(
+            args.file,
+            name=args.name,
+            encoding=args.encoding,
+            kinds=kinds,
+            missing_markers=args.missing,
+            on_progress=None if args.json else _progress_bar(args.file.stat().st_size),
+        )
+    if args.json:
+        _print_json(dataset)
+    else:
+        _print_dataset(dataset)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        items = client.list_datasets()
+    if args.json:
+        print(json.dumps([_to_dict(d) for d in items], indent=1))
+        return 0
+    rows = [[d.id, d.display_name, str(d.row_count), str(d.column_count), _when(d)] for d in items]
+    _print_table(["ID", "NAME", "ROWS", "COLUMNS", "CREATED"], rows)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset = client.get_dataset(args.dataset_id)
+    if args.json:
+        _print_json(dataset)
+    else:
+        _print_dataset(dataset)
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        columns, rows = client.preview_dataset(args.dataset_id, args.rows)
+    if args.json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=1))
+    else:
+        _print_table(columns, [["<missing>" if v is None else v for v in row] for row in rows])
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_dataset(args.dataset_id)
+    print(f"deleted {args.dataset_id}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.start_training(
+            args.dataset_id,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            target_column=args.target,
+            seed=args.seed,
+            holdout_fraction=args.holdout,
+            device=args.device,
+        )
+        if args.detach:
+            _print_json(job) if args.json else print(f"started {job.id}; watch with: synth jobs watch {job.id}")
+            return 0
+        sys.stderr.write(f"job {job.id} queued ({job.config.epochs} epochs, seed {job.config.seed})\n")
+        return _follow(client, job.id, 0, args.json)
+
+
+def _follow(client: SynthClient, job_id: str, after: int, as_json: bool) -> int:
+    """Print a job's events until it ends; Ctrl-C detaches and says how to re-attach."""
+    from tqdm import tqdm
+
+    bar = None
+    last = after
+    try:
+        for event in client.watch_job(job_id, after):
+            last = event.sequence
+            kind = event.WhichOneof("event")
+            if as_json:
+                print(json.dumps(_to_dict(event)), flush=True)
+            elif kind == "epoch":
+                e = event.epoch
+                if bar is None:
+                    bar = tqdm(total=e.epochs, unit="epoch", desc="training", disable=None)
+                    bar.update(e.epoch - 1)
+                bar.update(e.epoch - bar.n)
+                bar.set_postfix(
+                    G=f"{e.generator_loss:.3f}", D=f"{e.discriminator_loss:.3f}", eta=f"{e.eta_seconds:.0f}s"
+                )
+            elif kind == "started":
+                st = event.started
+                sys.stderr.write(
+                    f"started on {st.device}: {st.training_rows} training rows, {st.holdout_rows} held out, "
+                    f"prepared in {st.preparation_seconds:.1f}s\n"
+                )
+            elif kind == "resumed":
+                sys.stderr.write(f"resumed from epoch {event.resumed.from_epoch}\n")
+            elif kind in ("succeeded", "failed", "cancelled"):
+                if bar is not None:
+                    bar.close()
+                if kind == "succeeded":
+                    print(f"model {event.succeeded.model_id} (trained in {event.succeeded.training_seconds:.1f}s)")
+                    return 0
+                if kind == "failed":
+                    sys.stderr.write(f"job failed: {event.failed.error_code}: {event.failed.error_message}\n")
+                    return 1
+                sys.stderr.write(f"job cancelled after {event.cancelled.epochs_completed} epochs\n")
+                return 1
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        sys.stderr.write(f"\ndetached; the job goes on. Re-attach with: synth jobs watch {job_id} --after {last}\n")
+        return 130
+    return 0
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    from synth.v1 import training_pb2
+
+    with _client(args) as client:
+        jobs = client.list_jobs()
+    if args.json:
+        print(json.dumps([_to_dict(j) for j in jobs], indent=1))
+        return 0
+    rows = [
+        [
+            j.id,
+            j.dataset_id,
+            training_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_").lower(),
+            f"{j.epochs_completed}/{j.config.epochs}",
+            j.model_id,
+            j.error_message[:40],
+        ]
+        for j in jobs
+    ]
+    _print_table(["ID", "DATASET", "STATE", "EPOCHS", "MODEL", "ERROR"], rows)
+    return 0
+
+
+def _cmd_jobs_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _follow(client, args.job_id, args.after, args.json)
+
+
+def _cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.cancel_job(args.job_id)
+    print(f"cancel requested for {args.job_id}")
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.list_models()
+    if args.json:
+        print(json.dumps([_to_dict(m) for m in models], indent=1))
+        return 0
+    rows = [
+        [
+            m.id,
+            m.dataset_id,
+            str(m.config.epochs),
+            f"{m.training_seconds:.0f}s",
+            m.device,
+            f"{m.size_bytes / 1e6:.1f} MB",
+        ]
+        for m in models
+    ]
+    _print_table(["ID", "DATASET", "EPOCHS", "TRAINED IN", "DEVICE", "SIZE"], rows)
+    return 0
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        model = client.get_model(args.model_id)
+    if args.json:
+        _print_json(model)
+        return 0
+    h = model.holdout
+    print(f"model {model.id}  from dataset {model.dataset_id} (job {model.job_id})")
+    print(
+        f"  trained {model.config.epochs} epochs in {model.training_seconds:.1f}s on {model.device}, "
+        f"seed {model.config.seed}"
+    )
+    print(
+        f"  rows: {h.training_rows} training, {h.holdout_rows} held out"
+        + (f" (stratified on {h.stratify_column})" if h.stratify_column else "")
+    )
+    if model.loss_history:
+        last = model.loss_history[-1]
+        print(f"  final losses: generator {last.generator_loss:.3f}, discriminator {last.discriminator_loss:.3f}")
+    print("  libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(model.library_versions.items())))
+    return 0
+
+
+def _cmd_models_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_model(args.model_id)
+    print(f"deleted {args.model_id}")
+    return 0
+
+
+# ---- output ---------------------------------------------------------------
+def _to_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(message: Message) -> None:
+    print(json.dumps(_to_dict(message), indent=1))
+
+
+def _when(dataset: Any) -> str:
+    return dataset.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_dataset(d: Any) -> None:
+    print(f"dataset {d.id}  {d.display_name}")
+    print(f"  {d.row_count} rows x {d.column_count} columns, {d.size_bytes / 1e6:.1f} MB, {d.fingerprint[:23]}…")
+    rows = []
+    for c in d.schema.columns:
+        kind = common_pb2.ColumnKind.Name(c.kind).removeprefix("COLUMN_KIND_").lower()
+        detail = ""
+        if c.HasField("minimum"):
+            detail = f"{c.minimum:g} .. {c.maximum:g}"
+        elif c.categories:
+            detail = ", ".join(c.categories[:4]) + (", …" if len(c.categories) > 4 else "")
+        if c.datetime_format:
+            detail = f"format {c.datetime_format}"
+        rows.append(
+            [
+                c.name,
+                kind + (" (set)" if c.kind_overridden else ""),
+                str(c.missing_count),
+                str(c.distinct_count),
+                detail,
+            ]
+        )
+    _print_table(["COLUMN", "KIND", "MISSING", "DISTINCT", "VALUES"], rows, indent="  ")
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> None:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(str(v))) for w, v in zip(widths, row, strict=True)]
+    widths = [min(w, 40) for w in widths]
+    fmt = indent + "  ".join(f"{{:<{w}.{w}}}" for w in widths)
+    print(fmt.format(*header))
+    for row in rows:
+        print(fmt.format(*[str(v) for v in row]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

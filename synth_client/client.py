@@ -1,0 +1,310 @@
+"""SynthClient: typed calls over gRPC with deadlines and readable errors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from synth.v1 import (
+    common_pb2,
+    datasets_pb2,
+    datasets_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+from synth_client.errors import SynthError
+
+DEFAULT_ADDRESSES = {
+    "trainer": "127.0.0.1:50051",
+    "sampler": "127.0.0.1:50052",
+    "evaluator": "127.0.0.1:50053",
+}
+CHUNK_BYTES = 1 << 20  # 1 MiB: well under the 4 MiB default message limit
+_KINDS = {
+    "continuous": common_pb2.COLUMN_KIND_CONTINUOUS,
+    "categorical": common_pb2.COLUMN_KIND_CATEGORICAL,
+    "datetime": common_pb2.COLUMN_KIND_DATETIME,
+    "identifier": common_pb2.COLUMN_KIND_IDENTIFIER,
+    "free_text": common_pb2.COLUMN_KIND_FREE_TEXT,
+}
+T = TypeVar("T")
+
+
+def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as err:
+            raise SynthError.from_rpc_error(err) from None
+
+    return wrapper
+
+
+class SynthClient:
+    """One client for the platform. Pass one address for all services (the
+    gateway) or one per service; defaults are the local ``synth up`` ports."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        trainer: str | None = None,
+        sampler: str | None = None,
+        evaluator: str | None = None,
+        timeout: float = 60.0,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        targets = {
+            "trainer": trainer or address or DEFAULT_ADDRESSES["trainer"],
+            "sampler": sampler or address or DEFAULT_ADDRESSES["sampler"],
+            "evaluator": evaluator or address or DEFAULT_ADDRESSES["evaluator"],
+        }
+        self.targets = targets
+        self.timeout = timeout
+        self._metadata = tuple(metadata)
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self._channels = {name: grpc.insecure_channel(t, options=options) for name, t in targets.items()}
+        self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channels["trainer"])
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channels["trainer"])
+        self._models = models_pb2_grpc.ModelServiceStub(self._channels["trainer"])
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> SynthClient:
+        """Addresses from SYNTH_ADDRESS (all services) or SYNTH_TRAINER_ADDRESS,
+        SYNTH_SAMPLER_ADDRESS, SYNTH_EVALUATOR_ADDRESS."""
+        env = os.environ if environ is None else environ
+        return cls(
+            env.get("SYNTH_ADDRESS"),
+            trainer=kwargs.pop("trainer", None) or env.get("SYNTH_TRAINER_ADDRESS"),
+            sampler=kwargs.pop("sampler", None) or env.get("SYNTH_SAMPLER_ADDRESS"),
+            evaluator=kwargs.pop("evaluator", None) or env.get("SYNTH_EVALUATOR_ADDRESS"),
+            **kwargs,
+        )
+
+    def __enter__(self) -> SynthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+    def _md(self) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, ("x-request-id", uuid.uuid4().hex[:16]))
+
+    # ---- datasets ----------------------------------------------------------
+    @_translate_errors
+    def upload_dataset(
+        self,
+        source: str | Path | bytes,
+        *,
+        name: str | None = None,
+        encoding: str = "",
+        kinds: Mapping[str, str] | None = None,
+        missing_markers: Sequence[str] = (),
+        chunk_bytes: int = CHUNK_BYTES,
+        on_progress: Callable[[int, int], None] | None = None,
+        timeout: float | None = None,
+    ) -> datasets_pb2.Dataset:
+        """Upload a CSV (optionally gzip-compressed) file or bytes; returns the
+        stored dataset with its inferred schema. ``kinds`` overrides column kinds
+        (continuous, categorical, datetime, identifier, free_text)."""
+        overrides = {}
+        for column, kind in (kinds or {}).items():
+            if kind not in _KINDS:
+                raise SynthError("INVALID_ARGUMENT", f"unknown kind {kind!r} for column {column!r}")
+            overrides[column] = _KINDS[kind]
+        if isinstance(source, bytes):
+            total, display = len(source), name or "dataset.csv"
+        else:
+            path = Path(source)
+            total, display = path.stat().st_size, name or path.name
+        header = datasets_pb2.UploadDatasetHeader(
+            display_name=display,
+            encoding=encoding,
+            kind_overrides=overrides,
+            missing_markers=list(missing_markers),
+            total_bytes=total,
+        )
+
+        def messages() -> Iterator[datasets_pb2.UploadDatasetRequest]:
+            yield datasets_pb2.UploadDatasetRequest(header=header)
+            sent = 0
+            for chunk in _chunks(source, chunk_bytes):
+                sent += len(chunk)
+                yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
+                if on_progress:
+                    on_progress(sent, total)
+
+        response = self._datasets.UploadDataset(
+            messages(), timeout=timeout or max(self.timeout, 600.0), metadata=self._md()
+        )
+        return response.dataset
+
+    @_translate_errors
+    def get_dataset(self, dataset_id: str) -> datasets_pb2.Dataset:
+        request = datasets_pb2.GetDatasetRequest(dataset_id=dataset_id)
+        return self._datasets.GetDataset(request, timeout=self.timeout, metadata=self._md()).dataset
+
+    @_translate_errors
+    def list_datasets(self, page_size: int = 100) -> list[datasets_pb2.Dataset]:
+        """Every dataset, newest first (follows page tokens)."""
+        items: list[datasets_pb2.Dataset] = []
+        token = ""
+        while True:
+            request = datasets_pb2.ListDatasetsRequest(page_size=page_size, page_token=token)
+            page = self._datasets.ListDatasets(request, timeout=self.timeout, metadata=self._md())
+            items.extend(page.datasets)
+            token = page.next_page_token
+            if not token:
+                return items
+
+    @_translate_errors
+    def delete_dataset(self, dataset_id: str) -> None:
+        request = datasets_pb2.DeleteDatasetRequest(dataset_id=dataset_id)
+        self._datasets.DeleteDataset(request, timeout=self.timeout, metadata=self._md())
+
+    @_translate_errors
+    def preview_dataset(self, dataset_id: str, rows: int = 10) -> tuple[list[str], list[list[str | None]]]:
+        request = datasets_pb2.PreviewDatasetRequest(dataset_id=dataset_id, row_count=rows)
+        response = self._datasets.PreviewDataset(request, timeout=self.timeout, metadata=self._md())
+        return list(response.column_names), [
+            [None if missing else value for value, missing in zip(row.values, row.missing, strict=True)]
+            for row in response.rows
+        ]
+
+    # ---- training ------------------------------------------------------------
+    @_translate_errors
+    def start_training(
+        self,
+        dataset_id: str,
+        *,
+        epochs: int = 0,
+        batch_size: int = 0,
+        target_column: str = "",
+        seed: int | None = None,
+        holdout_fraction: float | None = None,
+        device: str = "auto",
+        **config: Any,
+    ) -> training_pb2.TrainingJob:
+        """Queue a training job; returns at once. Unset values take CTGAN's
+        defaults (300 epochs, batch 500). Extra keyword arguments are
+        TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...)."""
+        msg = training_pb2.TrainingConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            target_column=target_column,
+            device={
+                "auto": common_pb2.DEVICE_AUTO,
+                "cpu": common_pb2.DEVICE_CPU,
+                "cuda": common_pb2.DEVICE_CUDA,
+            }[device],
+            **config,
+        )
+        if seed is not None:
+            msg.seed = seed
+        if holdout_fraction is not None:
+            msg.holdout_fraction = holdout_fraction
+        request = training_pb2.StartTrainingRequest(dataset_id=dataset_id, config=msg)
+        return self._training.StartTraining(request, timeout=self.timeout, metadata=self._md()).job
+
+    @_translate_errors
+    def get_job(self, job_id: str) -> training_pb2.TrainingJob:
+        request = training_pb2.GetTrainingJobRequest(job_id=job_id)
+        return self._training.GetTrainingJob(request, timeout=self.timeout, metadata=self._md()).job
+
+    @_translate_errors
+    def list_jobs(self, page_size: int = 100) -> list[training_pb2.TrainingJob]:
+        return self._all_pages(
+            lambda token: self._training.ListTrainingJobs(
+                training_pb2.ListTrainingJobsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+                metadata=self._md(),
+            ),
+            "jobs",
+        )
+
+    @_translate_errors
+    def cancel_job(self, job_id: str) -> training_pb2.TrainingJob:
+        request = training_pb2.CancelTrainingJobRequest(job_id=job_id)
+        return self._training.CancelTrainingJob(request, timeout=self.timeout, metadata=self._md()).job
+
+    def watch_job(
+        self, job_id: str, after_sequence: int = 0, *, reconnect: bool = True
+    ) -> Iterator[training_pb2.WatchTrainingResponse]:
+        """A job's events until its terminal event. With ``reconnect``, a dropped
+        stream (trainer restart, network) is re-attached after the last event
+        seen, so nothing is lost or repeated."""
+        last = after_sequence
+        attempts = 0
+        while True:
+            request = training_pb2.WatchTrainingRequest(job_id=job_id, after_sequence=last)
+            try:
+                for event in self._training.WatchTraining(request, metadata=self._md()):
+                    attempts = 0
+                    last = event.sequence
+                    yield event
+                    if event.WhichOneof("event") in ("succeeded", "failed", "cancelled"):
+                        return
+                return
+            except grpc.RpcError as err:
+                retriable = err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
+                if not (reconnect and retriable) or attempts >= 30:
+                    raise SynthError.from_rpc_error(err) from None
+                attempts += 1
+                time.sleep(min(0.2 * 2**attempts, 2.0))
+
+    # ---- models --------------------------------------------------------------
+    @_translate_errors
+    def get_model(self, model_id: str) -> models_pb2.Model:
+        request = models_pb2.GetModelRequest(model_id=model_id)
+        return self._models.GetModel(request, timeout=self.timeout, metadata=self._md()).model
+
+    @_translate_errors
+    def list_models(self, page_size: int = 100) -> list[models_pb2.Model]:
+        return self._all_pages(
+            lambda token: self._models.ListModels(
+                models_pb2.ListModelsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+                metadata=self._md(),
+            ),
+            "models",
+        )
+
+    @_translate_errors
+    def delete_model(self, model_id: str) -> None:
+        request = models_pb2.DeleteModelRequest(model_id=model_id)
+        self._models.DeleteModel(request, timeout=self.timeout, metadata=self._md())
+
+    @staticmethod
+    def _all_pages(fetch: Callable[[str], Any], field: str) -> list[Any]:
+        items: list[Any] = []
+        token = ""
+        while True:
+            page = fetch(token)
+            items.extend(getattr(page, field))
+            token = page.next_page_token
+            if not token:
+                return items
+
+
+def _chunks(source: str | Path | bytes, size: int) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        for start in range(0, len(source), size):
+            yield source[start : start + size]
+        return
+    with open(source, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk

@@ -1,0 +1,117 @@
+"""The shared runtime's plain-Python parts: store, settings, logs, error mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from services.common.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
+from services.common.logs import JsonFormatter, log_context
+from services.common.server import error_to_status
+from services.common.settings import ServerSettings, env_names, from_env
+from services.common.store import ArtifactStore, read_json, write_json_atomic
+from services.trainer.settings import ENV_PREFIX, TrainerSettings
+
+
+@pytest.mark.parametrize("bad", ["../x", "ds-../../etc", "/etc/passwd", "ds-0123", "DS-0123456789ABCDEF", ""])
+def test_store_ids_cannot_escape(tmp_path, bad) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(InvalidArgument):
+        store.path("datasets", bad)
+
+
+def test_store_refuses_an_id_of_another_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(InvalidArgument, match="not a dataset id"):
+        store.path("datasets", store.new_id("models"))
+
+
+def test_store_commit_is_atomic_and_staging_is_cleaned(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path, owner="t")
+    item = store.new_id("datasets")
+    with pytest.raises(RuntimeError):
+        with store.staging() as staged:
+            (staged / "data.csv").write_text("a,b\n")
+            raise RuntimeError("crash before commit")
+    assert not store.exists("datasets", item)
+    assert list((tmp_path / ".staging" / "t").iterdir()) == []
+    with store.staging() as staged:
+        (staged / "data.csv").write_text("a,b\n")
+        store.commit(staged, "datasets", item)
+    assert (store.existing("datasets", item) / "data.csv").read_text() == "a,b\n"
+    assert store.list_ids("datasets") == [item]
+    store.delete("datasets", item)
+    with pytest.raises(NotFound):
+        store.existing("datasets", item)
+
+
+def test_sweep_removes_only_its_own_debris(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mine, theirs = ArtifactStore(tmp_path, owner="a"), ArtifactStore(tmp_path, owner="b")
+    (tmp_path / ".staging" / "a" / "left").mkdir()
+    (tmp_path / ".staging" / "b" / "busy").mkdir()
+    assert mine.sweep() == 1
+    assert (tmp_path / ".staging" / "b" / "busy").exists()
+    assert theirs.sweep() == 1
+
+
+def test_write_json_atomic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "meta.json"
+    write_json_atomic(target, {"b": 1, "a": [1, 2]})
+    assert read_json(target) == {"a": [1, 2], "b": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
+def test_settings_from_env_types_and_unknown_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "SYNTH_TRAINER_PORT": "6000",
+        "SYNTH_TRAINER_STORE_DIR": str(tmp_path),
+        "SYNTH_TRAINER_GRACE_SECONDS": "2.5",
+        "OTHER": "x",
+    }
+    settings = from_env(TrainerSettings, ENV_PREFIX, env)
+    assert (settings.port, settings.store_dir, settings.grace_seconds) == (6000, tmp_path, 2.5)
+    assert settings.max_upload_bytes == 100 * 1024 * 1024
+    with pytest.raises(InvalidArgument, match="SYNTH_TRAINER_PROT"):
+        from_env(TrainerSettings, ENV_PREFIX, {"SYNTH_TRAINER_PROT": "1"})
+    with pytest.raises(InvalidArgument, match="not a valid int"):
+        from_env(TrainerSettings, ENV_PREFIX, {"SYNTH_TRAINER_PORT": "many"})
+    assert "SYNTH_TRAINER_MAX_UPLOAD_BYTES" in env_names(TrainerSettings, ENV_PREFIX)
+    assert ServerSettings().host == "127.0.0.1"
+
+
+def test_json_logs_carry_context_ids_and_extras() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("trainer"))
+    logger = logging.getLogger("test.json")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    with log_context(request_id="r1", dataset_id="ds-1"):
+        logger.info("stored", extra={"rows": 12})
+    logger.info("outside")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["service"] == "trainer" and first["message"] == "stored"
+    assert (first["request_id"], first["dataset_id"], first["rows"]) == ("r1", "ds-1", 12)
+    assert "request_id" not in second
+
+
+def test_error_mapping_has_code_reason_and_field_violations() -> None:
+    err = InvalidArgument(
+        "row 3 is ragged", reason="RAGGED_ROW", violations=[FieldViolation("rows[3]", "3 fields, expected 2")]
+    )
+    status = error_to_status(err)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status.details == "row 3 is ragged"
+    detail = status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    detail.details[0].Unpack(info)
+    detail.details[1].Unpack(bad)
+    assert info.reason == "RAGGED_ROW"
+    assert bad.field_violations[0].field == "rows[3]"
+    assert error_to_status(DataLoss("bad checksum")).code == grpc.StatusCode.DATA_LOSS
