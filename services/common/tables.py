@@ -375,18 +375,16 @@ class DatasetRepository:
             keyed = [k for k in keyed if k < after]
         items: builtins.list[DatasetInfo] = []
         last: tuple[int, str] | None = None
-        index = 0
-        for index, key in enumerate(keyed):  # noqa: B007 - index used after the loop
+        more = False
+        for key in keyed:
             if len(items) == size:
+                more = True
                 break
             try:
                 items.append(self.get(key[1]))
             except NotFound:  # deleted meanwhile
                 continue
             last = key
-        else:
-            index = len(keyed)
-        more = index < len(keyed)
         token = _encode_page_token(last) if more and last is not None else ""
         return items, token
 
@@ -450,10 +448,10 @@ class DatasetRepository:
                 series = frame[col.name]
                 if col.kind is ColumnKind.CONTINUOUS:
                     if col.integer:
-                        frame[col.name] = series.astype("Int64")
+                        frame[col.name] = _to_int64(series)
                 elif col.kind is ColumnKind.DATETIME:
                     frame[col.name] = _parse_datetimes(series, col.datetime_format or "", errors="raise")
-                else:
+                elif col.missing_count:
                     frame[col.name] = series.astype(object).where(series.notna(), None)
         except (ValueError, TypeError, pd.errors.ParserError) as exc:
             raise _corrupt(dataset_id, f"its table does not match its schema ({exc})") from exc
@@ -842,6 +840,13 @@ def _normalise_and_scan(
             text = str(exc)
             if "unexpected end of data" in text:
                 text = "a quoted field that starts here is never closed"
+            elif "new-line character seen in unquoted field" in text:
+                text = (
+                    "a carriage return (\\r) inside an unquoted field; lines must end with \\n or \\r\\n "
+                    "(old Mac \\r-only line endings are not supported)"
+                )
+            elif "field larger than field limit" in text:
+                text = f"a cell is longer than {csv.field_size_limit()} characters"
             raise InvalidArgument(
                 f"malformed CSV at line {line}: {text}",
                 reason="MALFORMED_CSV",
@@ -851,7 +856,7 @@ def _normalise_and_scan(
         line, found = first_bad
         more = f" ({ragged} rows in all; the first {len(violations)} are listed)" if ragged > 1 else ""
         raise InvalidArgument(
-            f"row at line {line} has {found} fields, but the header has {ncols}{more}; "
+            f"row at line {line} has {found} field{'' if found == 1 else 's'}, but the header has {ncols}{more}; "
             "check for unquoted commas or missing cells",
             reason="RAGGED_ROWS",
             violations=violations,
@@ -1306,7 +1311,9 @@ def _bad_gzip(why: str) -> InvalidArgument:
 
 
 def _is_blank(row: list[str]) -> bool:
-    return not row or (len(row) == 1 and not row[0].strip(" \t\r"))
+    """An empty or whitespace-only line (pandas skips those too). A lone quoted
+    empty field (``""``) is not blank: it is a row with one field."""
+    return not row or (len(row) == 1 and row[0] != "" and not row[0].strip(" \t\r"))
 
 
 def _next_nonblank(reader: Iterator[list[str]]) -> list[str] | None:
@@ -1380,6 +1387,17 @@ def _open_table(table: Path, dataset_id: str) -> Iterator[IO[str]]:
             yield fh
         except (csv.Error, UnicodeDecodeError) as exc:
             raise _corrupt(dataset_id, f"its {_TABLE} cannot be read ({exc})") from exc
+
+
+def _to_int64(series: pd.Series) -> pd.Series:
+    """float64 -> nullable Int64, fast (pandas' own safe cast is slow on wide
+    tables). The schema promises whole numbers within +-2**53; check it."""
+    values = series.to_numpy(dtype=np.float64)
+    mask = np.isnan(values)
+    ints = np.where(mask, 0.0, values).astype(np.int64)
+    if not np.array_equal(ints[~mask], values[~mask]):
+        raise ValueError(f"column {series.name!r} holds non-integer numbers")
+    return pd.Series(pd.arrays.IntegerArray(ints, mask), index=series.index, name=series.name)
 
 
 def _sha256_file(path: Path, dataset_id: str) -> str:
