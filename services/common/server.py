@@ -257,7 +257,12 @@ class SynthServer:
         bindings: Sequence[ServiceBinding],
         registry: CollectorRegistry | None = None,
         on_shutdown: Sequence[Callable[[], None]] = (),
+        generic_handlers: Sequence[grpc.GenericRpcHandler] = (),
+        service_names: Sequence[str] = (),
     ) -> None:
+        """``generic_handlers`` serve calls no binding has (the gateway's
+        pass-through); ``service_names`` are the services they serve, listed in
+        reflection and health like the bindings' own."""
         self.service_name = service_name
         self.settings = settings
         self.registry = registry or CollectorRegistry()
@@ -277,9 +282,13 @@ class SynthServer:
         )
         for binding in self._bindings:
             binding.add(binding.servicer, self.server)
+        if generic_handlers:
+            self.server.add_generic_rpc_handlers(tuple(generic_handlers))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [b.name for b in self._bindings]
+        names += [n for n in service_names if n not in names]
+        self._names = names
         reflection.enable_server_reflection(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
@@ -313,7 +322,7 @@ class SynthServer:
 
     def set_serving(self) -> None:
         """Report SERVING: call once the service can answer (store opened, jobs resumed)."""
-        for name in ["", *[b.name for b in self._bindings]]:
+        for name in ["", *self._names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = None) -> None:

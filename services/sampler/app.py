@@ -1,22 +1,49 @@
-"""Assembles the sampler process: store, servicers, server."""
+"""Assembles the sampler process: store, model cache, sampler, server."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
+from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
+from services.sampler.model_cache import ModelCache
+from services.sampler.sampling import RowSampler, SamplingLimits
+from services.sampler.servicer import SamplingServicer
 from services.sampler.settings import SamplerSettings
 
 
 def build_server(settings: SamplerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    registry = registry or CollectorRegistry()
+    generated = Counter(
+        "synth_sampler_rows_generated_total",
+        "Synthetic rows generated, including rows rejected by conditions.",
+        registry=registry,
+    )
+    cache_bytes = Gauge("synth_sampler_model_cache_bytes", "Memory held by loaded models.", registry=registry)
     store = ArtifactStore(settings.store_dir, owner="sampler")
     store.sweep()
+    cache = ModelCache(
+        ModelRegistry(store), settings.model_cache_bytes, device=settings.device, on_change=cache_bytes.set
+    )
+    sampler = RowSampler(
+        cache,
+        SamplingLimits(
+            max_rows=settings.max_rows,
+            default_chunk_rows=settings.default_chunk_rows,
+            max_chunk_rows=settings.max_chunk_rows,
+            budget_factor=settings.condition_budget_factor,
+            budget_floor=settings.condition_budget_floor,
+        ),
+        on_generated=generated.inc,
+    )
     bindings = [
-        # Contract only until the sampler lands: every RPC answers UNIMPLEMENTED.
         ServiceBinding(
-            sampling_pb2_grpc.SamplingServiceServicer(),
+            SamplingServicer(sampler),
             sampling_pb2_grpc.add_SamplingServiceServicer_to_server,
             sampling_pb2.DESCRIPTOR.services_by_name["SamplingService"].full_name,
         ),

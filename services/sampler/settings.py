@@ -13,3 +13,17 @@ ENV_PREFIX = "SYNTH_SAMPLER_"
 class SamplerSettings(ServerSettings):
     port: int = 50052
     metrics_port: int = 9102
+    # Most rows one SampleRows call may ask for (RESOURCE_EXHAUSTED beyond).
+    max_rows: int = 100_000_000
+    # Rows per chunk message when the client does not say, and the most allowed.
+    default_chunk_rows: int = 10_000
+    max_chunk_rows: int = 200_000
+    # Rows generated to meet conditions: at most factor x asked + floor.
+    condition_budget_factor: int = 100
+    condition_budget_floor: int = 200_000
+    # Memory for loaded models (least recently used evicted first).
+    model_cache_bytes: int = 1024 * 1024 * 1024
+    # Device models run on: cpu, cuda or auto.
+    device: str = "cpu"
+    # CPU threads torch may use (0: torch's default).
+    torch_threads: int = 0

@@ -5,20 +5,16 @@ Used by ``__main__`` and by tests (which start it on 127.0.0.1:0)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
-from synth.v1 import (
-    datasets_pb2,
-    datasets_pb2_grpc,
-    models_pb2,
-    models_pb2_grpc,
-    training_pb2,
-    training_pb2_grpc,
-)
+from synth.v1 import datasets_pb2, datasets_pb2_grpc, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
+from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
 from services.common.tables import DatasetRepository, IntakeLimits
 from services.trainer.dataset_servicer import DatasetServicer
 from services.trainer.settings import TrainerSettings
+from services.trainer.training import Trainer
+from services.trainer.training_servicer import ModelServicer, TrainingServicer
 
 
 def _name(module, service: str) -> str:  # type: ignore[no-untyped-def]
@@ -26,11 +22,23 @@ def _name(module, service: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def build_server(settings: TrainerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
-    """The trainer server. Call ``set_serving()`` after ``start()``.
-    Training and the model registry are contracts only until the engine lands."""
+    """The trainer server with unfinished jobs recovered and its workers
+    started. Call ``set_serving()`` after ``start()``."""
     store = ArtifactStore(settings.store_dir, owner="trainer")
     store.sweep()
     datasets = DatasetRepository(store, IntakeLimits(max_bytes=settings.max_upload_bytes, min_rows=settings.min_rows))
+    models = ModelRegistry(store)
+    trainer = Trainer(
+        store,
+        datasets,
+        models,
+        concurrency=settings.max_concurrent_jobs,
+        max_queued=settings.max_queued_jobs,
+        default_device=settings.device,
+        threads=settings.torch_threads or None,
+    )
+    trainer.jobs.recover()
+    trainer.jobs.start()
     bindings = [
         ServiceBinding(
             DatasetServicer(datasets),
@@ -38,14 +46,14 @@ def build_server(settings: TrainerSettings, registry: CollectorRegistry | None =
             _name(datasets_pb2, "DatasetService"),
         ),
         ServiceBinding(
-            training_pb2_grpc.TrainingServiceServicer(),
+            TrainingServicer(trainer),
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
             _name(training_pb2, "TrainingService"),
         ),
         ServiceBinding(
-            models_pb2_grpc.ModelServiceServicer(),
+            ModelServicer(models),
             models_pb2_grpc.add_ModelServiceServicer_to_server,
             _name(models_pb2, "ModelService"),
         ),
     ]
-    return SynthServer("trainer", settings, bindings, registry=registry)
+    return SynthServer("trainer", settings, bindings, registry=registry, on_shutdown=[trainer.jobs.shutdown])

@@ -23,6 +23,6 @@ class TrainerSettings(ServerSettings):
     max_queued_jobs: int = 16
     # Device for jobs that ask for "auto": auto (CUDA if present), cpu or cuda.
     device: str = "auto"
-    # CPU threads torch may use (0: one per core). Fewer threads can be faster
-    # for CTGAN's small matrices: see bench/.
+    # CPU threads a training job uses (0: at most 2; CTGAN's small matrices
+    # lose more to thread synchronisation than they gain beyond that: bench/).
     torch_threads: int = 0

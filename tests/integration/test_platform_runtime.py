@@ -94,14 +94,14 @@ def test_reflection_lists_every_service_and_metrics_count_rpcs(tmp_path) -> None
             s.stop(1)
 
 
-def test_unimplemented_rpcs_say_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_stream_validation_errors_come_before_any_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
     server = build_sampler(SamplerSettings(port=0, store_dir=tmp_path)).start()
     try:
         with grpc.insecure_channel(server.address) as ch:
             stream = sampling_pb2_grpc.SamplingServiceStub(ch).SampleRows(sampling_pb2.SampleRowsRequest())
             with pytest.raises(grpc.RpcError) as info:
                 list(stream)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         server.stop(1)
 
@@ -144,7 +144,7 @@ def test_separate_processes_like_synth_up(tmp_path) -> None:  # type: ignore[no-
         assert json.loads(first)["service"] == "trainer"
     finally:
         codes = platform.stop()
-    assert codes == {"trainer": 0, "sampler": 0, "evaluator": 0}, "SIGTERM should shut down cleanly"
+    assert {"trainer", "sampler", "evaluator"} <= set(codes) and set(codes.values()) == {0}, codes
 
 
 @pytest.mark.slow

@@ -1,0 +1,118 @@
+"""The model registry: trained models in the store, with their metadata.
+
+A model folder holds the engine's artifact files (tensors + JSON, see
+``services.common.engine.artifact``), ``model.json`` (the metadata below) and
+``holdout_indices.npy`` (row numbers of the real rows the model never saw).
+The trainer writes models; the sampler and evaluator only read them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import DataLoss, InvalidArgument
+from services.common.store import ArtifactStore, read_json
+
+METADATA_FILE = "model.json"
+HOLDOUT_FILE = "holdout_indices.npy"
+
+
+@dataclass
+class HoldoutInfo:
+    training_rows: int
+    holdout_rows: int
+    split_seed: int
+    stratify_column: str
+    indices_fingerprint: str
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    dataset_id: str
+    job_id: str
+    dataset_fingerprint: str
+    columns: list[dict[str, Any]]  # ColumnInfo.to_dict() of the training table
+    config: dict[str, Any]  # the effective training config
+    holdout: HoldoutInfo
+    loss_history: list[dict[str, float]] = field(default_factory=list)
+    training_seconds: float = 0.0
+    device: str = "cpu"
+    library_versions: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        data = dict(data)
+        data["holdout"] = HoldoutInfo(**data["holdout"])
+        return cls(**data)
+
+
+def fingerprint_indices(indices: np.ndarray) -> str:
+    return "sha256:" + hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+class ModelRegistry:
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+
+    def folder(self, model_id: str) -> Path:
+        return self._store.existing("models", model_id)
+
+    def get(self, model_id: str) -> ModelInfo:
+        folder = self.folder(model_id)
+        try:
+            info = ModelInfo.from_dict(read_json(folder / METADATA_FILE))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataLoss(f"model {model_id}: metadata is unreadable ({err})", reason="MODEL_CORRUPT") from None
+        info.size_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        return info
+
+    def holdout_indices(self, model_id: str) -> np.ndarray:
+        info = self.get(model_id)
+        try:
+            indices = np.load(self.folder(model_id) / HOLDOUT_FILE, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataLoss(f"model {model_id}: holdout indices unreadable ({err})", reason="MODEL_CORRUPT") from None
+        if fingerprint_indices(indices) != info.holdout.indices_fingerprint:
+            raise DataLoss(f"model {model_id}: holdout indices do not match their fingerprint", reason="MODEL_CORRUPT")
+        return indices
+
+    def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[ModelInfo], str]:
+        ids = list(reversed(self._store.list_ids("models")))
+        start, size = page_window(page_size, page_token, len(ids))
+        items = [self.get(i) for i in ids[start : start + size]]
+        return items, encode_page_token(start + size) if start + size < len(ids) else ""
+
+    def delete(self, model_id: str) -> None:
+        self._store.delete("models", model_id)
+
+
+def page_window(page_size: int, page_token: str, total: int) -> tuple[int, int]:
+    """(offset, size) for AIP-158 pagination: size 0 means 50, capped at 1000."""
+    if page_size < 0:
+        raise InvalidArgument("page_size must not be negative", reason="BAD_PAGE_SIZE")
+    size = min(page_size or 50, 1000)
+    if not page_token:
+        return 0, size
+    try:
+        offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("offset:"))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not one this server issued", reason="BAD_PAGE_TOKEN") from None
+    if offset < 0 or offset > total:
+        raise InvalidArgument("page_token is out of range", reason="BAD_PAGE_TOKEN")
+    return offset, size
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()

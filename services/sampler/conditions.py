@@ -1,0 +1,214 @@
+"""Conditions on synthetic rows: parsed and checked against the model's schema
+once, then applied to each generated chunk as a boolean mask.
+
+Every delivered row satisfies every condition; a missing value satisfies none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from services.common.errors import FieldViolation, InvalidArgument
+from services.common.tables import ColumnInfo, ColumnKind
+
+_MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class Equals:
+    column: str
+    value: str
+
+
+@dataclass(frozen=True)
+class InSet:
+    column: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    column: str
+    minimum: str | None = None
+    maximum: str | None = None
+    minimum_exclusive: bool = False
+    maximum_exclusive: bool = False
+
+
+Condition = Equals | InSet | Range
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    column: str
+    kind: ColumnKind
+    values: frozenset[str] | None = None
+    low: float | pd.Timestamp | None = None
+    high: float | pd.Timestamp | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        series = frame[self.column]
+        if self.values is not None:
+            return series.isin(self.values).to_numpy(dtype=bool)
+        ok = series.notna().to_numpy(dtype=bool)
+        values = series
+        if self.low is not None:
+            ok &= (values > self.low if self.low_open else values >= self.low).fillna(False).to_numpy(dtype=bool)
+        if self.high is not None:
+            ok &= (values < self.high if self.high_open else values <= self.high).fillna(False).to_numpy(dtype=bool)
+        return ok
+
+
+class CompiledConditions:
+    """Conditions ready to apply. ``steer`` is the (column, value) given to
+    CTGAN's conditional vector: the first equality on a categorical column, so
+    even a rare category is generated efficiently rather than found by luck."""
+
+    def __init__(self, compiled: list[_Compiled], steer: tuple[str, str] | None) -> None:
+        self._compiled = compiled
+        self.steer = steer
+
+    def __bool__(self) -> bool:
+        return bool(self._compiled)
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        keep = np.ones(len(frame), dtype=bool)
+        for condition in self._compiled:
+            keep &= condition.mask(frame)
+        return keep
+
+
+def compile_conditions(conditions: Sequence[Condition], columns: Sequence[ColumnInfo]) -> CompiledConditions:
+    by_name = {c.name: c for c in columns}
+    problems: list[FieldViolation] = []
+    compiled: list[_Compiled] = []
+    steer: tuple[str, str] | None = None
+    for index, condition in enumerate(conditions):
+        where = f"conditions[{index}]"
+        col = by_name.get(condition.column)
+        if col is None:
+            problems.append(
+                FieldViolation(f"{where}.column", f"unknown column {condition.column!r}; known: {_names(columns)}")
+            )
+            continue
+        if col.kind in (ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT):
+            problems.append(
+                FieldViolation(
+                    f"{where}.column", f"column {col.name!r} is {col.kind.value} and is not learned: no conditions"
+                )
+            )
+            continue
+        if isinstance(condition, Equals | InSet):
+            wanted = (condition.value,) if isinstance(condition, Equals) else tuple(condition.values)
+            if col.kind != ColumnKind.CATEGORICAL:
+                problems.append(
+                    FieldViolation(
+                        where, f"column {col.name!r} is {col.kind.value}: use a range, not equality or a set"
+                    )
+                )
+                continue
+            if not wanted:
+                problems.append(FieldViolation(f"{where}.in_set", "the set of values is empty"))
+                continue
+            known = set(col.categories)
+            unknown = [v for v in wanted if v not in known]
+            if unknown:
+                problems.append(
+                    FieldViolation(
+                        where,
+                        f"{', '.join(map(repr, unknown[:_MAX_LISTED]))} never occurs in column {col.name!r} "
+                        f"(values: {', '.join(map(repr, col.categories[:_MAX_LISTED]))}"
+                        f"{', …' if len(col.categories) > _MAX_LISTED else ''})",
+                    )
+                )
+                continue
+            compiled.append(_Compiled(col.name, col.kind, values=frozenset(wanted)))
+            if steer is None and len(wanted) == 1:
+                steer = (col.name, wanted[0])
+            continue
+        # A range.
+        if col.kind == ColumnKind.CATEGORICAL:
+            problems.append(FieldViolation(where, f"column {col.name!r} is categorical: use equality or a set"))
+            continue
+        if condition.minimum is None and condition.maximum is None:
+            problems.append(FieldViolation(f"{where}.range", "give a minimum, a maximum or both"))
+            continue
+        try:
+            low = _bound(condition.minimum, col)
+            high = _bound(condition.maximum, col)
+        except ValueError as err:
+            problems.append(FieldViolation(f"{where}.range", str(err)))
+            continue
+        if low is not None and high is not None and low > high:
+            problems.append(FieldViolation(f"{where}.range", f"minimum {condition.minimum} is above maximum"))
+            continue
+        lowest = _bound_of(col.minimum, col)
+        highest = _bound_of(col.maximum, col)
+        if (low is not None and highest is not None and low > highest) or (
+            high is not None and lowest is not None and high < lowest
+        ):
+            problems.append(
+                FieldViolation(
+                    f"{where}.range",
+                    f"no value of column {col.name!r} can satisfy it: the training data spans "
+                    f"{_show(lowest)} .. {_show(highest)}",
+                )
+            )
+            continue
+        compiled.append(
+            _Compiled(
+                col.name,
+                col.kind,
+                low=low,
+                high=high,
+                low_open=condition.minimum_exclusive,
+                high_open=condition.maximum_exclusive,
+            )
+        )
+    if problems:
+        raise InvalidArgument(
+            "invalid conditions: " + "; ".join(f"{p.field}: {p.description}" for p in problems),
+            reason="BAD_CONDITION",
+            violations=problems,
+        )
+    return CompiledConditions(compiled, steer)
+
+
+def _bound(text: str | None, col: ColumnInfo) -> float | pd.Timestamp | None:
+    if text is None:
+        return None
+    if col.kind == ColumnKind.DATETIME:
+        try:
+            stamp = pd.Timestamp(pd.to_datetime(text, format=col.datetime_format or None))
+        except (ValueError, TypeError):
+            try:
+                stamp = pd.Timestamp(text)
+            except (ValueError, TypeError):
+                raise ValueError(f"{text!r} is not a datetime (ISO-8601 or {col.datetime_format})") from None
+        # Synthetic datetimes are naive UTC, as the stored table's are.
+        return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _bound_of(value: float | None, col: ColumnInfo) -> float | pd.Timestamp | None:
+    if value is None:
+        return None
+    return pd.Timestamp(value, unit="s") if col.kind == ColumnKind.DATETIME else value
+
+
+def _show(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
+def _names(columns: Sequence[ColumnInfo]) -> str:
+    names = [c.name for c in columns]
+    return ", ".join(names[:20]) + (", …" if len(names) > 20 else "")

@@ -1,0 +1,363 @@
+"""Training jobs: state, queue, event log, and the worker that runs the engine.
+
+A job lives in ``jobs/<id>/`` in the store:
+- ``job.json``      the record (state, config, model id...), rewritten atomically;
+- ``events.jsonl``  the append-only event log (fsynced per event), which is what
+                    WatchTraining replays to a re-attaching client;
+- ``checkpoint.pt`` the last resumable engine state (tensors only).
+
+States: queued → running → succeeded | failed | cancelled. A trainer that is
+killed leaves jobs "queued" or "running"; at start-up :meth:`JobManager.recover`
+queues them again and a running one resumes from its last checkpoint.
+The model id is chosen when the job starts, so a crash between writing the
+model and updating the job is recognised at recovery (the model exists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    SynthError,
+    Unavailable,
+)
+from services.common.logs import log_context
+from services.common.models import encode_page_token, page_window
+from services.common.store import ArtifactStore, read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+TERMINAL_STATES = {SUCCEEDED, FAILED, CANCELLED}
+TERMINAL_EVENTS = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class JobRecord:
+    id: str
+    dataset_id: str
+    config: dict[str, Any]  # the effective config: defaults filled in, seed chosen
+    model_id: str  # reserved at creation; exists in the registry once succeeded
+    state: str = QUEUED
+    epochs_completed: int = 0
+    error_code: str = ""
+    error_message: str = ""
+    device: str = ""
+    created_at: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class _EventLog:
+    """One job's events in memory, backed by events.jsonl. Sequence = index + 1."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.events: list[dict[str, Any]] = []
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a torn last line from a crash: the events before it stand
+
+    def append(self, kind: str, **data: Any) -> dict[str, Any]:
+        event = {"sequence": len(self.events) + 1, "time": time.time(), "type": kind, **data}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.events.append(event)
+        return event
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1]["type"] in TERMINAL_EVENTS
+
+
+@dataclass
+class _Running:
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class JobManager:
+    """Owns every job: creates, queues, runs (``concurrency`` worker threads),
+    cancels, and serves event logs to watchers."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        run_job: Callable[[JobRecord, JobContext], None],
+        *,
+        concurrency: int = 1,
+        max_queued: int = 16,
+    ) -> None:
+        self._store = store
+        self._run_job = run_job
+        self._max_queued = max_queued
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._logs: dict[str, _EventLog] = {}
+        self._running: dict[str, _Running] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"train-worker-{i}", daemon=True) for i in range(concurrency)
+        ]
+
+    # ---- lifecycle ------------------------------------------------------
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+
+    def recover(self) -> list[str]:
+        """Queue again the jobs a previous process left unfinished (oldest first)."""
+        requeued = []
+        for job_id in self._store.list_ids("jobs"):
+            job = self.get(job_id)
+            if not job.finished:
+                self._queue.put(job_id)
+                requeued.append(job_id)
+        if requeued:
+            log.info("recovered unfinished jobs", extra={"jobs": requeued})
+        return requeued
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Ask running jobs to stop at their next step (they checkpoint and stay
+        resumable), and wait for the workers."""
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+
+    # ---- requests -------------------------------------------------------
+    def create(self, dataset_id: str, config: dict[str, Any]) -> JobRecord:
+        with self._lock:
+            queued = sum(1 for j in self._unfinished() if j.state == QUEUED)
+            if queued >= self._max_queued:
+                raise ResourceExhausted(
+                    f"the training queue is full ({queued} jobs waiting, limit {self._max_queued}); "
+                    "wait for a job to finish or cancel one",
+                    reason="QUEUE_FULL",
+                )
+            job = JobRecord(
+                id=self._store.new_id("jobs"),
+                dataset_id=dataset_id,
+                config=config,
+                model_id=self._store.new_id("models"),
+                created_at=time.time(),
+            )
+            with self._store.staging() as staged:
+                write_json_atomic(staged / "job.json", job.to_dict())
+                events = _EventLog(staged / "events.jsonl")
+                events.append("queued", position=queued)
+                folder = self._store.commit(staged, "jobs", job.id)
+            self._logs[job.id] = _EventLog(folder / "events.jsonl")
+            self._queue.put(job.id)
+            self._changed.notify_all()
+        log.info("job queued", extra={"job_id": job.id, "dataset_id": dataset_id})
+        return job
+
+    def get(self, job_id: str) -> JobRecord:
+        folder = self._store.existing("jobs", job_id)
+        return JobRecord.from_dict(read_json(folder / "job.json"))
+
+    def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[JobRecord], str]:
+        ids = list(reversed(self._store.list_ids("jobs")))
+        start, size = page_window(page_size, page_token, len(ids))
+        items = [self.get(i) for i in ids[start : start + size]]
+        return items, encode_page_token(start + size) if start + size < len(ids) else ""
+
+    def cancel(self, job_id: str) -> JobRecord:
+        with self._lock:
+            job = self.get(job_id)
+            if job.finished:
+                raise FailedPrecondition(
+                    f"job {job_id} already ended ({job.state}); only queued or running jobs can be cancelled",
+                    reason="JOB_FINISHED",
+                )
+            running = self._running.get(job_id)
+            if running is not None:
+                running.cancel.set()
+                return job
+            # Queued: end it now; the worker skips finished jobs.
+            job.state, job.ended_at = CANCELLED, time.time()
+            self._save(job)
+            self._event(job.id, "cancelled", epochs_completed=job.epochs_completed)
+            return job
+
+    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """Events with sequence > ``after_sequence``, then live ones, until the
+        terminal event, the client leaving, or server shutdown."""
+        if after_sequence < 0:
+            raise InvalidArgument(
+                "after_sequence must not be negative",
+                violations=[FieldViolation("after_sequence", "must be >= 0")],
+            )
+        self.get(job_id)  # NOT_FOUND for unknown jobs
+        sent = after_sequence
+        while True:
+            with self._changed:
+                events = self._log(job_id)
+                while len(events.events) <= sent and not events.finished:
+                    if not is_active():
+                        return
+                    if self._stopping.is_set():
+                        raise Unavailable(
+                            f"the trainer is shutting down; reattach with after_sequence={sent}",
+                            reason="SHUTTING_DOWN",
+                        )
+                    self._changed.wait(timeout=0.5)
+                batch = events.events[sent:]
+            for event in batch:
+                yield event
+                sent = event["sequence"]
+                if event["type"] in TERMINAL_EVENTS:
+                    return
+            if not batch:  # finished, and the client has everything already
+                return
+
+    # ---- worker -----------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            with self._lock:
+                job = self.get(job_id)
+                if job.finished:
+                    continue
+                running = _Running()
+                self._running[job_id] = running
+            try:
+                with log_context(job_id=job.id, dataset_id=job.dataset_id):
+                    self._run_one(job, running)
+            finally:
+                with self._lock:
+                    self._running.pop(job_id, None)
+
+    def _run_one(self, job: JobRecord, running: _Running) -> None:
+        context = JobContext(self, job, running)
+        try:
+            self._run_job(job, context)
+        except _Stopped:
+            log.info("job interrupted by shutdown; it resumes at next start")
+            return
+        except _CancelledByUser:
+            self._finish(job, CANCELLED)
+            self._event(job.id, "cancelled", epochs_completed=job.epochs_completed)
+            log.info("job cancelled", extra={"epochs": job.epochs_completed})
+            return
+        except SynthError as err:
+            self._fail(job, err.code, err.message)
+            return
+        except Exception as err:  # noqa: BLE001 - a job failure must not kill the worker
+            log.exception("training failed")
+            self._fail(job, "INTERNAL", f"training failed: {type(err).__name__}: {err}")
+            return
+
+    def _fail(self, job: JobRecord, code: str, message: str) -> None:
+        job.error_code, job.error_message = code, message
+        self._finish(job, FAILED)
+        self._event(job.id, "failed", error_code=code, error_message=message)
+        log.warning("job failed", extra={"grpc_code": code})
+
+    def _finish(self, job: JobRecord, state: str) -> None:
+        job.state, job.ended_at = state, time.time()
+        self._save(job)
+
+    # ---- helpers ------------------------------------------------------------
+    def _unfinished(self) -> list[JobRecord]:
+        return [j for j in (self.get(i) for i in self._store.list_ids("jobs")) if not j.finished]
+
+    def _save(self, job: JobRecord) -> None:
+        write_json_atomic(self._store.existing("jobs", job.id) / "job.json", job.to_dict())
+
+    def _log(self, job_id: str) -> _EventLog:
+        if job_id not in self._logs:
+            self._logs[job_id] = _EventLog(self._store.existing("jobs", job_id) / "events.jsonl")
+        return self._logs[job_id]
+
+    def _event(self, job_id: str, kind: str, **data: Any) -> dict[str, Any]:
+        with self._changed:
+            event = self._log(job_id).append(kind, **data)
+            self._changed.notify_all()
+            return event
+
+    def job_folder(self, job_id: str) -> Path:
+        return self._store.existing("jobs", job_id)
+
+
+class _Stopped(Exception):
+    """The trainer is shutting down: leave the job resumable."""
+
+
+class _CancelledByUser(Exception):
+    """CancelTrainingJob was called."""
+
+
+class JobContext:
+    """What a running job may do: report events, save progress, check for stop."""
+
+    def __init__(self, manager: JobManager, job: JobRecord, running: _Running) -> None:
+        self._manager = manager
+        self.job = job
+        self._running = running
+        self.folder = manager.job_folder(job.id)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return list(self._manager._log(self.job.id).events)
+
+    def event(self, kind: str, **data: Any) -> None:
+        self._manager._event(self.job.id, kind, **data)
+
+    def save(self) -> None:
+        self._manager._save(self.job)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._running.cancel.is_set()
+
+    def should_stop(self) -> bool:
+        return self._running.cancel.is_set() or self._manager._stopping.is_set()
+
+    def raise_if_stopped(self) -> None:
+        """Called by the runner when the engine stopped early: say why."""
+        if self._running.cancel.is_set():
+            raise _CancelledByUser()
+        raise _Stopped()
+
+    def succeed(self, model_id: str, training_seconds: float) -> None:
+        self.job.model_id = model_id
+        self._manager._finish(self.job, SUCCEEDED)
+        self.event("succeeded", model_id=model_id, training_seconds=training_seconds)

@@ -1,0 +1,272 @@
+"""The trainer's domain: validate a training request, and run a job (load the
+table, hold out rows, drive the engine, checkpoint, publish the model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.common.codec import training_view
+from services.common.engine.artifact import load_checkpoint, save_checkpoint, save_model
+from services.common.engine.config import TrainingConfig
+from services.common.engine.device import resolve_device
+from services.common.engine.model import library_versions
+from services.common.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from services.common.models import (
+    HOLDOUT_FILE,
+    METADATA_FILE,
+    HoldoutInfo,
+    ModelInfo,
+    ModelRegistry,
+    fingerprint_indices,
+)
+from services.common.store import ArtifactStore, write_json_atomic
+from services.common.tables import DatasetRepository
+from services.trainer.engine import EpochStats, TrainingCancelled, train
+from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+DEFAULT_HOLDOUT_FRACTION = 0.2
+_ENGINE_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)}
+_PLATFORM_FIELDS = {"holdout_fraction", "target_column", "discrete_columns", "device"}
+
+
+class Trainer:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        datasets: DatasetRepository,
+        registry: ModelRegistry,
+        *,
+        concurrency: int = 1,
+        max_queued: int = 16,
+        default_device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        self._store = store
+        self._datasets = datasets
+        self._registry = registry
+        self._default_device = default_device
+        self._threads = threads
+        self.jobs = JobManager(store, self._run, concurrency=concurrency, max_queued=max_queued)
+
+    def start(self, dataset_id: str, overrides: dict[str, Any]) -> JobRecord:
+        """Validate and queue a job; returns at once."""
+        dataset = self._datasets.get(dataset_id)  # NOT_FOUND first: the clearest error
+        config = self.effective_config(overrides, [c.name for c in dataset.columns])
+        return self.jobs.create(dataset_id, config)
+
+    def effective_config(self, overrides: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+        unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS
+        if unknown:
+            raise InvalidArgument(f"unknown training settings: {', '.join(sorted(unknown))}")
+        engine_values = {k: v for k, v in overrides.items() if k in _ENGINE_FIELDS}
+        for name in ("generator_dim", "discriminator_dim"):
+            if name in engine_values:
+                engine_values[name] = tuple(engine_values[name])
+        if engine_values.get("seed") is None:
+            engine_values["seed"] = secrets.randbelow(2**31)
+        engine_config = TrainingConfig(**engine_values).validate()
+        config: dict[str, Any] = engine_config.to_dict()
+        config["holdout_fraction"] = float(overrides.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
+        if not 0.0 <= config["holdout_fraction"] <= 0.9:
+            raise InvalidArgument(
+                f"holdout_fraction must be between 0 and 0.9, got {config['holdout_fraction']}",
+                violations=[FieldViolation("config.holdout_fraction", "must be in [0, 0.9]")],
+            )
+        target = overrides.get("target_column", "")
+        if target and target not in columns:
+            raise InvalidArgument(
+                f"target column {target!r} is not in the dataset (columns: {', '.join(columns)})",
+                violations=[FieldViolation("config.target_column", f"unknown column {target!r}")],
+            )
+        config["target_column"] = target
+        discrete = list(overrides.get("discrete_columns", []))
+        missing = [c for c in discrete if c not in columns]
+        if missing:
+            raise InvalidArgument(
+                f"discrete column(s) not in the dataset: {', '.join(map(repr, missing))}",
+                violations=[FieldViolation("config.discrete_columns", f"unknown column {c!r}") for c in missing],
+            )
+        config["discrete_columns"] = discrete
+        device = overrides.get("device") or "auto"
+        if device == "auto":
+            device = self._default_device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
+        config["device"] = device
+        return config
+
+    # ---- running a job (on a worker thread) --------------------------------
+    def _run(self, job: JobRecord, ctx: JobContext) -> None:
+        cfg = job.config
+        engine_config = TrainingConfig.from_dict({k: v for k, v in cfg.items() if k in _ENGINE_FIELDS})
+        prep_start = time.perf_counter()
+        dataset = self._datasets.get(job.dataset_id)
+        frame = self._datasets.load_frame(job.dataset_id)
+        train_idx, holdout_idx = split_holdout(
+            frame[cfg["target_column"]] if cfg["target_column"] else None,
+            len(frame),
+            cfg["holdout_fraction"],
+            cfg["seed"],
+        )
+        table, discrete = training_view(frame.iloc[train_idx], dataset.columns, cfg["discrete_columns"])
+        device = resolve_device(cfg["device"])
+
+        checkpoint_dir = ctx.folder / CHECKPOINT_DIR
+        resume_state = _read_checkpoint(checkpoint_dir)
+        job.state, job.device = RUNNING, str(device)
+        job.started_at = job.started_at or time.time()
+        ctx.save()
+        if resume_state is None:
+            ctx.event(
+                "started",
+                device=str(device),
+                training_rows=len(train_idx),
+                holdout_rows=len(holdout_idx),
+                preparation_seconds=time.perf_counter() - prep_start,
+            )
+        else:
+            ctx.event("resumed", from_epoch=int(resume_state["epoch"]))
+        train_start = time.perf_counter()
+        previous_seconds = float(resume_state.get("training_seconds", 0.0)) if resume_state else 0.0
+
+        def on_epoch(stats: EpochStats) -> None:
+            elapsed = previous_seconds + time.perf_counter() - train_start
+            done_here = stats.epoch - (int(resume_state["epoch"]) if resume_state else 0)
+            per_epoch = (time.perf_counter() - train_start) / max(done_here, 1)
+            job.epochs_completed = stats.epoch
+            ctx.save()
+            ctx.event(
+                "epoch",
+                epoch=stats.epoch,
+                epochs=stats.epochs,
+                generator_loss=stats.generator_loss,
+                discriminator_loss=stats.discriminator_loss,
+                elapsed_seconds=elapsed,
+                eta_seconds=per_epoch * (stats.epochs - stats.epoch),
+                rows_per_second=stats.rows_per_second,
+            )
+
+        def on_checkpoint(state: dict[str, Any]) -> None:
+            _write_checkpoint(state, checkpoint_dir)
+            ctx.event("checkpoint", epoch=int(state["epoch"]))
+
+        if self._store.exists("models", job.model_id):
+            # A previous process published the model and died before recording it.
+            ctx.succeed(job.model_id, self._registry.get(job.model_id).training_seconds)
+            return
+        try:
+            trained = train(
+                table,
+                discrete,
+                engine_config,
+                device=device,
+                on_epoch=on_epoch,
+                should_stop=ctx.should_stop,
+                checkpoint=on_checkpoint,
+                resume_from=resume_state,
+                threads=self._threads,
+            )
+        except TrainingCancelled as stopped:
+            if not ctx.cancel_requested:
+                # Shutdown: keep the exact step, so the next start loses nothing.
+                on_checkpoint(stopped.state)
+            ctx.raise_if_stopped()
+            raise
+        seconds = previous_seconds + time.perf_counter() - train_start
+        self._publish(job, dataset, trained, train_idx, holdout_idx, seconds, str(device))
+        ctx.succeed(job.model_id, seconds)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
+
+    def _publish(self, job, dataset, trained, train_idx, holdout_idx, seconds, device) -> None:  # type: ignore[no-untyped-def]
+        cfg = job.config
+        history = [
+            {"epoch": r.epoch, "generator_loss": r.generator_loss, "discriminator_loss": r.discriminator_loss}
+            for r in trained.metadata.loss_history
+        ]
+        info = ModelInfo(
+            id=job.model_id,
+            dataset_id=job.dataset_id,
+            job_id=job.id,
+            dataset_fingerprint=dataset.fingerprint,
+            columns=[c.to_dict() for c in dataset.columns],
+            config=cfg,
+            holdout=HoldoutInfo(
+                training_rows=len(train_idx),
+                holdout_rows=len(holdout_idx),
+                split_seed=int(cfg["seed"]),
+                stratify_column=cfg["target_column"],
+                indices_fingerprint=fingerprint_indices(holdout_idx),
+            ),
+            loss_history=history,
+            training_seconds=seconds,
+            device=device,
+            library_versions=library_versions(),
+            created_at=time.time(),
+        )
+        with self._store.staging() as staged:
+            save_model(trained, staged)
+            np.save(staged / HOLDOUT_FILE, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
+            write_json_atomic(staged / METADATA_FILE, info.to_dict())
+            self._store.commit(staged, "models", job.model_id)
+        log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
+
+
+def split_holdout(target: Any, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of row numbers into (training, holdout), stratified on
+    ``target`` (a Series) when given: each class keeps its share in both parts.
+    Classes too small to split stay whole in training."""
+    rng = np.random.default_rng(seed)
+    if fraction <= 0:
+        return np.arange(rows), np.empty(0, dtype=np.int64)
+    if target is None:
+        order = rng.permutation(rows)
+        cut = int(round(rows * fraction))
+        return np.sort(order[cut:]), np.sort(order[:cut])
+    codes = np.asarray(target.astype("string").fillna("\x00missing").factorize()[0])
+    holdout: list[np.ndarray] = []
+    for code in np.unique(codes):
+        members = rng.permutation(np.flatnonzero(codes == code))
+        take = int(round(len(members) * fraction))
+        if len(members) >= 2:
+            holdout.append(members[:take])
+    held = np.sort(np.concatenate(holdout)) if holdout else np.empty(0, dtype=np.int64)
+    mask = np.ones(rows, dtype=bool)
+    mask[held] = False
+    return np.flatnonzero(mask), held
+
+
+def _write_checkpoint(state: dict[str, Any], target: Path) -> None:
+    """Replace the job's checkpoint folder without ever having none: write the
+    new one beside it, then swap with two renames."""
+    fresh, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    save_checkpoint(state, fresh)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+    os.rename(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_checkpoint(target: Path) -> dict[str, Any] | None:
+    """The newest intact checkpoint (a crash may have left it mid-swap), or None."""
+    for folder in (target, target.with_name(target.name + ".new"), target.with_name(target.name + ".old")):
+        if folder.is_dir():
+            try:
+                return load_checkpoint(folder)
+            except DataLoss:
+                log.warning("damaged checkpoint ignored", extra={"folder": folder.name})
+    return None
