@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 import uuid
@@ -17,6 +18,8 @@ from synth.v1 import (
     datasets_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    sampling_pb2,
+    sampling_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
@@ -77,6 +80,7 @@ class SynthClient:
         self._datasets = datasets_pb2_grpc.DatasetServiceStub(self._channels["trainer"])
         self._training = training_pb2_grpc.TrainingServiceStub(self._channels["trainer"])
         self._models = models_pb2_grpc.ModelServiceStub(self._channels["trainer"])
+        self._sampling = sampling_pb2_grpc.SamplingServiceStub(self._channels["sampler"])
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> SynthClient:
@@ -288,6 +292,80 @@ class SynthClient:
         request = models_pb2.DeleteModelRequest(model_id=model_id)
         self._models.DeleteModel(request, timeout=self.timeout, metadata=self._md())
 
+    # ---- sampling ------------------------------------------------------------
+    def sample(
+        self,
+        model_id: str,
+        rows: int,
+        *,
+        seed: int | None = None,
+        where: Sequence[str | sampling_pb2.Condition] = (),
+        chunk_rows: int = 0,
+        fmt: str = "csv",
+        timeout: float | None = None,
+    ) -> Iterator[sampling_pb2.SampleRowsResponse]:
+        """The raw stream: a header, chunks of CSV or Arrow IPC bytes, a summary.
+        ``where`` takes conditions like "age>=18", "sex=Female", "race in White,Black"."""
+        request = sampling_pb2.SampleRowsRequest(
+            model_id=model_id,
+            row_count=rows,
+            chunk_rows=chunk_rows,
+            format=sampling_pb2.OUTPUT_FORMAT_ARROW_IPC if fmt == "arrow" else sampling_pb2.OUTPUT_FORMAT_CSV,
+            conditions=[c if isinstance(c, sampling_pb2.Condition) else parse_condition(c) for c in where],
+        )
+        if seed is not None:
+            request.seed = seed
+        try:
+            yield from self._sampling.SampleRows(request, timeout=timeout, metadata=self._md())
+        except grpc.RpcError as err:
+            raise SynthError.from_rpc_error(err) from None
+
+    def sample_frames(self, model_id: str, rows: int, **kwargs: Any) -> Iterator[Any]:
+        """Synthetic rows as typed pandas DataFrames, one per chunk (memory stays flat)."""
+        import pyarrow as pa
+
+        stream = self.sample(model_id, rows, fmt="arrow", **kwargs)
+        reader = pa.ipc.open_stream(_ChunkReader(m.chunk.data for m in stream if m.WhichOneof("part") == "chunk"))
+        for batch in reader:
+            yield batch.to_pandas()
+
+    def sample_to_file(
+        self,
+        model_id: str,
+        rows: int,
+        path: str | Path,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        **kwargs: Any,
+    ) -> sampling_pb2.SampleSummary:
+        """Write rows to ``path``: .csv, .arrow (IPC stream) or .parquet, by
+        extension. Written to a temporary name and renamed when complete, so a
+        failed or cancelled call never leaves a partial file."""
+        target = Path(path)
+        suffix = target.suffix.lower()
+        if suffix not in (".csv", ".arrow", ".parquet"):
+            raise SynthError("INVALID_ARGUMENT", f"unknown output type {suffix!r}: use .csv, .arrow or .parquet")
+        partial = target.with_name(f".{target.name}.partial")
+        summary = sampling_pb2.SampleSummary()
+        try:
+            stream = self.sample(model_id, rows, fmt="csv" if suffix == ".csv" else "arrow", **kwargs)
+            if suffix == ".parquet":
+                summary = _write_parquet(stream, partial, on_progress)
+            else:
+                with open(partial, "wb") as fh:
+                    for message in stream:
+                        part = message.WhichOneof("part")
+                        if part == "chunk":
+                            fh.write(message.chunk.data)
+                            if on_progress:
+                                on_progress(message.chunk.row_count)
+                        elif part == "summary":
+                            summary = message.summary
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return summary
+
     @staticmethod
     def _all_pages(fetch: Callable[[str], Any], field: str) -> list[Any]:
         items: list[Any] = []
@@ -298,6 +376,86 @@ class SynthClient:
             token = page.next_page_token
             if not token:
                 return items
+
+
+_OPERATORS = (">=", "<=", "!=", "=", ">", "<")
+
+
+def parse_condition(text: str) -> sampling_pb2.Condition:
+    """ "age>=18", "age<65", "sex=Female", "race in White,Black" → a Condition."""
+    if " in " in text:
+        column, _, values = text.partition(" in ")
+        return sampling_pb2.Condition(
+            column=column.strip(), in_set=sampling_pb2.ValueSet(values=[v.strip() for v in values.split(",")])
+        )
+    for op in _OPERATORS:
+        column, found, value = text.partition(op)
+        if found:
+            column, value = column.strip(), value.strip()
+            if op == "=":
+                return sampling_pb2.Condition(column=column, equals=value)
+            if op == "!=":
+                break
+            bound = sampling_pb2.Range()
+            if op.startswith(">"):
+                bound.minimum, bound.minimum_exclusive = value, op == ">"
+            else:
+                bound.maximum, bound.maximum_exclusive = value, op == "<"
+            return sampling_pb2.Condition(column=column, range=bound)
+    raise SynthError(
+        "INVALID_ARGUMENT", f"cannot read condition {text!r}: use COL=VALUE, COL>=N, COL<N or 'COL in A,B'"
+    )
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for Arrow's stream reader)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buffer = chunk
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def _write_parquet(
+    stream: Iterator[sampling_pb2.SampleRowsResponse], path: Path, on_progress: Callable[[int], None] | None
+) -> sampling_pb2.SampleSummary:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    summary = sampling_pb2.SampleSummary()
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal summary
+        for message in stream:
+            part = message.WhichOneof("part")
+            if part == "chunk":
+                yield message.chunk.data
+            elif part == "summary":
+                summary = message.summary
+
+    source = chunks()
+    reader = pa.ipc.open_stream(_ChunkReader(source))
+    with pq.ParquetWriter(path, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            if on_progress:
+                on_progress(batch.num_rows)
+    for _ in source:  # Arrow stops at its end-of-stream marker; the summary follows it
+        pass
+    return summary
 
 
 def _chunks(source: str | Path | bytes, size: int) -> Iterator[bytes]:

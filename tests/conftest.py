@@ -76,7 +76,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     from services.trainer.settings import TrainerSettings
 
     store = tmp_path_factory.mktemp("tiny-model") / "store"
-    server = build_server(TrainerSettings(port=0, store_dir=store)).start()
+    server = build_server(TrainerSettings(port=0, metrics_port=0, store_dir=store)).start()
     server.set_serving()
     try:
         with grpc.insecure_channel(server.address) as channel:

@@ -74,7 +74,7 @@ def test_upload_the_large_gzip_scale_set_with_a_bigger_limit(tmp_path) -> None: 
     from services.trainer.app import build_server
     from services.trainer.settings import TrainerSettings
 
-    server = build_server(TrainerSettings(port=0, store_dir=tmp_path / "s")).start()
+    server = build_server(TrainerSettings(port=0, metrics_port=0, store_dir=tmp_path / "s")).start()
     server.set_serving()
     try:
         with grpc.insecure_channel(server.address) as ch:

@@ -52,7 +52,7 @@ def metrics_text(url: str) -> str:
 
 
 def test_health_is_not_serving_until_ready_then_serving(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = build_trainer(TrainerSettings(port=0, store_dir=tmp_path)).start()
+    server = build_trainer(TrainerSettings(port=0, metrics_port=0, store_dir=tmp_path)).start()
     try:
         assert health_status(server.address) == health_pb2.HealthCheckResponse.NOT_SERVING
         server.set_serving()
@@ -95,7 +95,7 @@ def test_reflection_lists_every_service_and_metrics_count_rpcs(tmp_path) -> None
 
 
 def test_stream_validation_errors_come_before_any_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = build_sampler(SamplerSettings(port=0, store_dir=tmp_path)).start()
+    server = build_sampler(SamplerSettings(port=0, metrics_port=0, store_dir=tmp_path)).start()
     try:
         with grpc.insecure_channel(server.address) as ch:
             stream = sampling_pb2_grpc.SamplingServiceStub(ch).SampleRows(sampling_pb2.SampleRowsRequest())
@@ -107,7 +107,7 @@ def test_stream_validation_errors_come_before_any_message(tmp_path) -> None:  # 
 
 
 def test_errors_carry_details_and_the_request_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = build_trainer(TrainerSettings(port=0, store_dir=tmp_path)).start()
+    server = build_trainer(TrainerSettings(port=0, metrics_port=0, store_dir=tmp_path)).start()
     try:
         with SynthClient(trainer=server.address) as client:
             with pytest.raises(SynthError) as info:

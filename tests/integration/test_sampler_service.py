@@ -239,3 +239,65 @@ def test_concurrent_requests_share_one_load(stub, tiny_model) -> None:  # type: 
     for t in threads:
         t.join(60)
     assert len(results) == 4 and len(set(results)) == 1
+
+
+def test_client_frames_and_files_in_every_format(sampler, tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from synth_client import SynthClient, SynthError
+
+    with SynthClient(sampler=sampler.address) as client:
+        frames = list(client.sample_frames(tiny_model.model_id, 2500, seed=6, chunk_rows=1000))
+        assert [len(f) for f in frames] == [1000, 1000, 500]
+        assert str(frames[0]["age"].dtype) == "int64" and frames[0]["sex"].isin(["Male", "Female"]).all()
+        written = {}
+        for suffix in (".csv", ".arrow", ".parquet"):
+            path = tmp_path / f"out{suffix}"
+            summary = client.sample_to_file(tiny_model.model_id, 1200, path, seed=6, where=["age>=30", "sex=Male"])
+            assert summary.row_count == 1200
+            written[suffix] = path
+        from_csv = pd.read_csv(written[".csv"])
+        from_arrow = pa.ipc.open_stream(written[".arrow"].read_bytes()).read_all().to_pandas()
+        from_parquet = pq.read_table(written[".parquet"]).to_pandas()
+        for frame in (from_csv, from_arrow, from_parquet):
+            assert len(frame) == 1200 and (frame["age"] >= 30).all() and (frame["sex"] == "Male").all()
+        assert from_csv["age"].tolist() == from_parquet["age"].tolist()
+        with pytest.raises(SynthError) as err:
+            client.sample_to_file(tiny_model.model_id, 10, tmp_path / "bad.csv", where=["nope=1"])
+        assert err.value.code == "INVALID_ARGUMENT"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.arrow", "out.csv", "out.parquet"]
+
+
+def test_cli_sample_writes_the_asked_rows(sampler, tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    out = tmp_path / "rows.csv"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synth_client.cli",
+            "--sampler",
+            sampler.address,
+            "sample",
+            tiny_model.model_id,
+            "-n",
+            "3000",
+            "-o",
+            str(out),
+            "--where",
+            "age>=25",
+            "--where",
+            "race in White,Black",
+            "--seed",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "wrote 3000 rows" in run.stdout and "rows/s" in run.stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == 3000 and (frame["age"] >= 25).all() and frame["race"].isin(["White", "Black"]).all()

@@ -28,7 +28,9 @@ SMALL = dict(batch_size=200, generator_dims=[32, 32], discriminator_dims=[32, 32
 
 @pytest.fixture
 def trainer(tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
-    server = build_server(TrainerSettings(port=0, store_dir=tmp_path / "store", max_queued_jobs=1)).start()
+    server = build_server(
+        TrainerSettings(port=0, metrics_port=0, store_dir=tmp_path / "store", max_queued_jobs=1)
+    ).start()
     server.set_serving()
     yield server
     server.stop(1)
@@ -248,7 +250,7 @@ def test_killed_trainer_resumes_its_job_from_the_checkpoint(tmp_path: Path) -> N
 
 
 def test_graceful_shutdown_keeps_the_job_resumable(tmp_path: Path) -> None:
-    settings = TrainerSettings(port=0, store_dir=tmp_path / "store")
+    settings = TrainerSettings(port=0, metrics_port=0, store_dir=tmp_path / "store")
     server = build_server(settings).start()
     server.set_serving()
     with grpc.insecure_channel(server.address) as ch:
