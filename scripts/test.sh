@@ -2,7 +2,7 @@
 # Sets everything up, then runs the whole test suite (lint included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 # shellcheck disable=SC1091
 . .venv/bin/activate
 echo "==> lint"

@@ -183,6 +183,7 @@ def _start_platform(args: argparse.Namespace) -> LocalPlatform:
         sys.stderr.write(
             f"  {spec.name:<10} grpc {platform.address(spec.name):<18} metrics {platform.metrics_url(spec.name)}\n"
         )
+    sys.stderr.write(f"  web        {platform.web_url}  (HTTP API docs: {platform.web_url}docs)\n")
     sys.stderr.write(f"  store      {platform.store_dir}\n  logs       {platform.log_dir}\n")
     return platform
 

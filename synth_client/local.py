@@ -22,14 +22,19 @@ class ServiceSpec:
     module: str
     port: int
     metrics_port: int
+    # HTTP port (the gateway's API and web page); 0: none.
+    http_port: int = 0
 
 
-# The local defaults; Kubernetes manifests use the same container ports.
+# The local defaults; Kubernetes manifests use the same container ports. The
+# gateway comes last: it starts once the backends are SERVING.
 SERVICES = (
     ServiceSpec("trainer", "services.trainer", 50051, 9101),
     ServiceSpec("sampler", "services.sampler", 50052, 9102),
     ServiceSpec("evaluator", "services.evaluator", 50053, 9103),
+    ServiceSpec("gateway", "gateway", 50050, 9100, 8080),
 )
+_BACKENDS = ("trainer", "sampler", "evaluator")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,7 +61,11 @@ class LocalPlatform:
         self.host = host
         self.extra_env = dict(extra_env or {})
         self.specs = [
-            spec if ports == "default" else ServiceSpec(spec.name, spec.module, free_port(host), free_port(host))
+            spec
+            if ports == "default"
+            else ServiceSpec(
+                spec.name, spec.module, free_port(host), free_port(host), free_port(host) if spec.http_port else 0
+            )
             for spec in SERVICES
         ]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -77,6 +86,12 @@ class LocalPlatform:
         spec = next(s for s in self.specs if s.name == name)
         return f"http://{self.host}:{spec.metrics_port}/metrics"
 
+    @property
+    def web_url(self) -> str:
+        """The gateway's web page (and HTTP API)."""
+        spec = next(s for s in self.specs if s.name == "gateway")
+        return f"http://{self.host}:{spec.http_port}/"
+
     def env_for(self, spec: ServiceSpec) -> dict[str, str]:
         prefix = f"SYNTH_{spec.name.upper()}_"
         env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
@@ -88,6 +103,13 @@ class LocalPlatform:
                 prefix + "STORE_DIR": str(self.store_dir),
             }
         )
+        if spec.http_port:
+            env[prefix + "HTTP_PORT"] = str(spec.http_port)
+        if spec.name == "gateway":
+            for backend in _BACKENDS:
+                env[prefix + f"{backend.upper()}_ADDRESS"] = self.address(backend)
+        if spec.name == "evaluator":  # it draws synthetic rows from the sampler
+            env[prefix + "SAMPLER_ADDRESS"] = self.address("sampler")
         env.update({k: v for k, v in self.extra_env.items() if k.startswith(prefix)})
         return env
 
@@ -97,26 +119,32 @@ class LocalPlatform:
         for spec in self.specs:
             _refuse_busy_port(self.host, spec)
         try:
-            for spec in self.specs:
-                log_file = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
-                self.processes[spec.name] = subprocess.Popen(
-                    [sys.executable, "-m", spec.module],
-                    env=self.env_for(spec),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    # Own process group: a terminal's Ctrl-C reaches only us, and
-                    # we stop the children in order.
-                    start_new_session=True,
-                )
-                log_file.close()
             deadline = time.monotonic() + timeout
-            for spec in self.specs:
-                self._wait_serving(spec, deadline)
+            # The backends first, then the gateway in front of them.
+            backends = [s for s in self.specs if s.name != "gateway"]
+            for group in (backends, [s for s in self.specs if s.name == "gateway"]):
+                for spec in group:
+                    self._launch(spec)
+                for spec in group:
+                    self._wait_serving(spec, deadline)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _launch(self, spec: ServiceSpec) -> None:
+        log_file = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.processes[spec.name] = subprocess.Popen(
+            [sys.executable, "-m", spec.module],
+            env=self.env_for(spec),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own process group: a terminal's Ctrl-C reaches only us, and
+            # we stop the children in order.
+            start_new_session=True,
+        )
+        log_file.close()
 
     def _wait_serving(self, spec: ServiceSpec, deadline: float) -> None:
         with grpc.insecure_channel(f"{self.host}:{spec.port}") as channel:
@@ -163,7 +191,9 @@ class LocalPlatform:
 
 
 def _refuse_busy_port(host: str, spec: ServiceSpec) -> None:
-    for port in (spec.port, spec.metrics_port):
+    for port in (spec.port, spec.metrics_port, spec.http_port):
+        if not port:
+            continue
         with socket.socket() as sock:
             if sock.connect_ex((host, port)) == 0:
                 raise RuntimeError(

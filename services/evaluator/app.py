@@ -1,24 +1,39 @@
-"""Assembles the evaluator process: store, servicers, server."""
+"""Assembles the evaluator process: store, sampler client, evaluations, server."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
+from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
+from services.common.tables import DatasetRepository
+from services.evaluator.evaluations import Evaluations
+from services.evaluator.sampler_client import SamplerClient
+from services.evaluator.servicer import EvaluationServicer
 from services.evaluator.settings import EvaluatorSettings
 
 
 def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None = None) -> SynthServer:
     store = ArtifactStore(settings.store_dir, owner="evaluator")
     store.sweep()
+    sampler = SamplerClient(settings.sampler_address)
+    evaluations = Evaluations(
+        store,
+        DatasetRepository(store),
+        ModelRegistry(store),
+        sampler,
+        max_synthetic_rows=settings.max_synthetic_rows,
+        holdout_fraction=settings.holdout_fraction,
+        max_concurrent=settings.max_concurrent,
+        n_jobs=settings.n_jobs,
+    )
     bindings = [
-        # Contract only until the evaluator lands: every RPC answers UNIMPLEMENTED.
         ServiceBinding(
-            evaluation_pb2_grpc.EvaluationServiceServicer(),
+            EvaluationServicer(evaluations),
             evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server,
             evaluation_pb2.DESCRIPTOR.services_by_name["EvaluationService"].full_name,
         ),
     ]
-    return SynthServer("evaluator", settings, bindings, registry=registry)
+    return SynthServer("evaluator", settings, bindings, registry=registry, on_shutdown=[sampler.close])

@@ -13,3 +13,14 @@ ENV_PREFIX = "SYNTH_EVALUATOR_"
 class EvaluatorSettings(ServerSettings):
     port: int = 50053
     metrics_port: int = 9103
+    # Where to draw synthetic rows from when a report names a model.
+    sampler_address: str = "127.0.0.1:50052"
+    # Most synthetic rows one report may draw (RESOURCE_EXHAUSTED beyond).
+    max_synthetic_rows: int = 1_000_000
+    # Share of real rows held out when an uploaded synthetic table is scored
+    # against a dataset that has no recorded split.
+    holdout_fraction: float = 0.2
+    # Evaluations computed at once; more wait (their progress says so).
+    max_concurrent: int = 1
+    # Threads the random forests use (-1: every core).
+    n_jobs: int = -1

@@ -21,6 +21,7 @@ from services.common.engine.config import TrainingConfig
 from services.common.engine.device import resolve_device
 from services.common.engine.model import library_versions
 from services.common.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
+from services.common.holdout import split_holdout
 from services.common.models import (
     HOLDOUT_FILE,
     METADATA_FILE,
@@ -222,30 +223,6 @@ class Trainer:
             write_json_atomic(staged / METADATA_FILE, info.to_dict())
             self._store.commit(staged, "models", job.model_id)
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
-
-
-def split_holdout(target: Any, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of row numbers into (training, holdout), stratified on
-    ``target`` (a Series) when given: each class keeps its share in both parts.
-    Classes too small to split stay whole in training."""
-    rng = np.random.default_rng(seed)
-    if fraction <= 0:
-        return np.arange(rows), np.empty(0, dtype=np.int64)
-    if target is None:
-        order = rng.permutation(rows)
-        cut = int(round(rows * fraction))
-        return np.sort(order[cut:]), np.sort(order[:cut])
-    codes = np.asarray(target.astype("string").fillna("\x00missing").factorize()[0])
-    holdout: list[np.ndarray] = []
-    for code in np.unique(codes):
-        members = rng.permutation(np.flatnonzero(codes == code))
-        take = int(round(len(members) * fraction))
-        if len(members) >= 2:
-            holdout.append(members[:take])
-    held = np.sort(np.concatenate(holdout)) if holdout else np.empty(0, dtype=np.int64)
-    mask = np.ones(rows, dtype=bool)
-    mask[held] = False
-    return np.flatnonzero(mask), held
 
 
 def _write_checkpoint(state: dict[str, Any], target: Path) -> None:

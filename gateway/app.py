@@ -1,0 +1,70 @@
+"""Assembles the gateway: API keys, backend channels, the gRPC front door (our
+SynthServer with the pass-through handler) and the HTTP API and web page.
+
+Used by ``__main__`` and by tests (which start it on 127.0.0.1:0)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from gateway.auth import KeyStore, check_bind
+from gateway.backends import SERVICE_NAMES, Backends
+from gateway.http_api import HttpApi
+from gateway.proxy import PassThrough
+from gateway.settings import GatewaySettings
+from services.common.server import SynthServer
+
+
+class Gateway:
+    """The gRPC server and the HTTP server, started and stopped together."""
+
+    def __init__(self, settings: GatewaySettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings.api_key_file or None, settings.api_key_hashes)
+        # Before binding anything: no keys on a non-loopback address refuses to start.
+        check_bind(settings.host, self.keys)
+        self.backends = Backends(settings)
+        self.grpc = SynthServer(
+            "gateway",
+            settings,
+            bindings=[],
+            registry=registry,
+            generic_handlers=[PassThrough(self.backends, self.keys, settings)],
+            service_names=SERVICE_NAMES,
+            on_shutdown=[self.backends.close],
+        )
+        try:
+            self.http = HttpApi(settings, self.backends, self.keys, self.grpc.registry)
+        except OSError:
+            self.backends.close()
+            raise
+
+    @property
+    def address(self) -> str:
+        """The gRPC address."""
+        return self.grpc.address
+
+    @property
+    def http_url(self) -> str:
+        return self.http.url
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.grpc.metrics_port
+
+    def start(self) -> Gateway:
+        self.http.start()
+        self.grpc.start()
+        return self
+
+    def set_serving(self) -> None:
+        self.grpc.set_serving()
+
+    def stop(self, grace: float | None = None) -> None:
+        # HTTP first: its streams are gRPC calls through the channels we close last.
+        self.http.stop()
+        self.grpc.stop(grace)
+
+
+def build_gateway(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> Gateway:
+    return Gateway(settings, registry)

@@ -1,0 +1,49 @@
+"""Draws synthetic rows from the sampler service, through the synth.v1 contract
+(the evaluator never imports the sampler's code)."""
+
+from __future__ import annotations
+
+import grpc
+import pandas as pd
+import pyarrow as pa
+from synth.v1 import sampling_pb2, sampling_pb2_grpc
+
+from services.common import errors
+
+_CODES = {
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.DATA_LOSS: errors.DataLoss,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+}
+
+
+class SamplerClient:
+    def __init__(self, address: str, timeout: float = 600.0) -> None:
+        self.address = address
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(address, options=[("grpc.lb_policy_name", "round_robin")])
+        self._stub = sampling_pb2_grpc.SamplingServiceStub(self._channel)
+
+    def draw(self, model_id: str, rows: int, seed: int) -> pd.DataFrame:
+        """``rows`` synthetic rows as a typed frame (Arrow IPC keeps the types)."""
+        request = sampling_pb2.SampleRowsRequest(
+            model_id=model_id,
+            row_count=rows,
+            seed=seed,
+            chunk_rows=50_000,
+            format=sampling_pb2.OUTPUT_FORMAT_ARROW_IPC,
+        )
+        try:
+            data = b"".join(
+                m.chunk.data for m in self._stub.SampleRows(request, timeout=self._timeout) if m.HasField("chunk")
+            )
+        except grpc.RpcError as err:
+            kind = _CODES.get(err.code(), errors.Unavailable)
+            raise kind(f"the sampler ({self.address}) could not draw rows: {err.details()}") from None
+        return pa.ipc.open_stream(data).read_all().to_pandas()
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,144 @@
+"""EvaluationService: translate requests, call the domain, translate reports back."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
+
+from services.evaluator.evaluations import EvaluationRequest, Evaluations, Progress
+from services.evaluator.metrics import Report
+
+_TASKS = {
+    evaluation_pb2.TASK_UNSPECIFIED: "auto",
+    evaluation_pb2.TASK_AUTO: "auto",
+    evaluation_pb2.TASK_CLASSIFICATION: "classification",
+    evaluation_pb2.TASK_REGRESSION: "regression",
+}
+_TASK_TO_PROTO = {
+    "auto": evaluation_pb2.TASK_AUTO,
+    "classification": evaluation_pb2.TASK_CLASSIFICATION,
+    "regression": evaluation_pb2.TASK_REGRESSION,
+}
+_CATEGORIES = {
+    "utility": evaluation_pb2.METRIC_CATEGORY_UTILITY,
+    "fidelity": evaluation_pb2.METRIC_CATEGORY_FIDELITY,
+    "privacy": evaluation_pb2.METRIC_CATEGORY_PRIVACY,
+}
+_VERDICTS = {
+    "pass": evaluation_pb2.VERDICT_PASS,
+    "warn": evaluation_pb2.VERDICT_WARN,
+    "fail": evaluation_pb2.VERDICT_FAIL,
+    "not_applicable": evaluation_pb2.VERDICT_NOT_APPLICABLE,
+}
+
+
+def _num(value: float | None) -> float:
+    """Proto doubles carry NaN fine, but JSON clients choke on it: 0 with the
+    verdict saying not_applicable is the clearer wire value."""
+    return 0.0 if value is None or not math.isfinite(value) else float(value)
+
+
+def report_to_proto(report: Report) -> evaluation_pb2.Report:
+    msg = evaluation_pb2.Report(
+        id=report.id,
+        dataset_id=report.dataset_id,
+        model_id=report.model_id,
+        synthetic_dataset_id=report.synthetic_dataset_id,
+        target_column=report.target_column,
+        task=_TASK_TO_PROTO.get(report.task, evaluation_pb2.TASK_AUTO),
+        seed=report.seed,
+        training_rows=report.training_rows,
+        holdout_rows=report.holdout_rows,
+        synthetic_rows=report.synthetic_rows,
+        utility_score=_num(report.utility_score),
+        fidelity_score=_num(report.fidelity_score),
+        privacy_score=_num(report.privacy_score),
+        verdict=_VERDICTS.get(report.verdict, evaluation_pb2.VERDICT_UNSPECIFIED),
+        summary=report.summary,
+        seconds=_num(report.seconds),
+    )
+    for m in report.metrics:
+        metric = msg.metrics.add(
+            name=m.name,
+            category=_CATEGORIES.get(m.category, evaluation_pb2.METRIC_CATEGORY_UNSPECIFIED),
+            value=_num(m.value),
+            threshold=_num(m.threshold),
+            higher_is_better=m.higher_is_better,
+            verdict=_VERDICTS.get(m.verdict, evaluation_pb2.VERDICT_UNSPECIFIED),
+            score=_num(m.score),
+            explanation=m.explanation,
+        )
+        if m.baseline_value is not None and math.isfinite(m.baseline_value):
+            metric.baseline_value = m.baseline_value
+        if m.holdout_value is not None and math.isfinite(m.holdout_value):
+            metric.holdout_value = m.holdout_value
+    for h in report.histograms:
+        msg.histograms.add(
+            column=h.column,
+            labels=h.labels,
+            bin_edges=[_num(x) for x in h.bin_edges],
+            real=[_num(x) for x in h.real],
+            synthetic=[_num(x) for x in h.synthetic],
+            baseline=[_num(x) for x in h.baseline],
+        )
+    for name in ("real", "synthetic", "difference"):
+        matrix = getattr(report.correlations, name)
+        getattr(msg.correlations, name).CopyFrom(
+            evaluation_pb2.Matrix(columns=matrix.columns, values=[_num(x) for x in matrix.values])
+        )
+    for d in report.distances:
+        msg.distances.add(
+            name=d.name,
+            bin_edges=[_num(x) for x in d.bin_edges],
+            synthetic_to_train=[_num(x) for x in d.synthetic_to_train],
+            holdout_to_train=[_num(x) for x in d.holdout_to_train],
+        )
+    if report.create_time:
+        stamp = Timestamp()
+        stamp.FromDatetime(datetime.strptime(report.create_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+        msg.create_time.CopyFrom(stamp)
+    return msg
+
+
+class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
+    def __init__(self, evaluations: Evaluations) -> None:
+        self._evaluations = evaluations
+
+    def Evaluate(
+        self, request: evaluation_pb2.EvaluateRequest, context: grpc.ServicerContext
+    ) -> Iterator[evaluation_pb2.EvaluateResponse]:
+        domain_request = EvaluationRequest(
+            dataset_id=request.dataset_id,
+            model_id=request.model_id,
+            synthetic_dataset_id=request.synthetic_dataset_id,
+            target_column=request.target_column,
+            task=_TASKS.get(request.task, "auto"),
+            seed=request.seed if request.HasField("seed") else None,
+            synthetic_rows=request.synthetic_row_count,
+            thresholds=dict(request.thresholds),
+        )
+        for sequence, item in enumerate(self._evaluations.stream(domain_request, context.is_active), start=1):
+            if isinstance(item, Progress):
+                yield evaluation_pb2.EvaluateResponse(
+                    sequence=sequence,
+                    progress=evaluation_pb2.EvaluationProgress(stage=item.stage, fraction=item.fraction),
+                )
+            else:
+                yield evaluation_pb2.EvaluateResponse(sequence=sequence, report=report_to_proto(item))
+
+    def GetReport(self, request, context):  # type: ignore[no-untyped-def]
+        report = self._evaluations.reports.get(request.report_id)
+        return evaluation_pb2.GetReportResponse(report=report_to_proto(report))
+
+    def ListReports(self, request, context):  # type: ignore[no-untyped-def]
+        reports, token = self._evaluations.reports.list(request.page_size, request.page_token)
+        return evaluation_pb2.ListReportsResponse(reports=[report_to_proto(r) for r in reports], next_page_token=token)
+
+    def DeleteReport(self, request, context):  # type: ignore[no-untyped-def]
+        self._evaluations.reports.delete(request.report_id)
+        return evaluation_pb2.DeleteReportResponse()
