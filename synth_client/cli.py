@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the services and run the main job on the bundled dataset")
     _platform_flags(demo)
     demo.add_argument("--dataset", type=Path, default=BUNDLED_DATASET, help="CSV to use (default: Adult)")
+    demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30: about a minute)")
+    demo.add_argument("--rows", type=int, default=10_000, help="synthetic rows to generate")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--target", help="column to predict for utility (default: income, if present)")
     demo.add_argument(
         "--exit",
         action="store_true",
@@ -148,6 +152,30 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, help="same seed, same rows")
     sample.set_defaults(handler=_cmd_sample)
 
+    evaluate = sub.add_parser("evaluate", help="score a model's synthetic rows: utility, fidelity, privacy")
+    evaluate.add_argument("model_id")
+    evaluate.add_argument("--target", default="", help="column to predict for utility (TSTR)")
+    evaluate.add_argument("--dataset", default="", help="real dataset (default: the one the model learned)")
+    evaluate.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    evaluate.add_argument("--rows", type=int, default=0, help="synthetic rows to draw (default: training rows)")
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--explain", action="store_true", help="print every metric's sentence")
+    evaluate.add_argument("--html", type=Path, help="also write a self-contained HTML report")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    report = sub.add_parser("report", help="show a stored report")
+    report.add_argument("report_id")
+    report.add_argument("--html", type=Path, help="write a self-contained HTML report with charts")
+    report.add_argument("--explain", action="store_true")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(handler=_cmd_report)
+
+    reports = sub.add_parser("reports", help="stored reports").add_subparsers(title="actions")
+    rlist = reports.add_parser("list", help="reports, newest first")
+    rlist.add_argument("--json", action="store_true")
+    rlist.set_defaults(handler=_cmd_reports_list)
+
     models = sub.add_parser("models", help="trained models").add_subparsers(title="actions")
     mlist = models.add_parser("list", help="models, newest first")
     mlist.add_argument("--json", action="store_true")
@@ -177,7 +205,7 @@ def _client(args: argparse.Namespace) -> SynthClient:
 
 def _start_platform(args: argparse.Namespace) -> LocalPlatform:
     platform = LocalPlatform(args.data_dir, ports="free" if args.free_ports else "default")
-    sys.stderr.write("starting services (trainer, sampler, evaluator)...\n")
+    sys.stderr.write("starting services (trainer, sampler, evaluator, then the gateway)...\n")
     platform.start()
     for spec in platform.specs:
         sys.stderr.write(
@@ -210,8 +238,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: upload → train → generate → evaluate, on the local platform."""
     if not args.dataset.is_file():
         raise FileNotFoundError(f"dataset {args.dataset} not found")
+    out = args.data_dir / "demo"
+    out.mkdir(parents=True, exist_ok=True)
     platform = _start_platform(args)
     try:
         with SynthClient(
@@ -219,10 +250,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             sampler=platform.address("sampler"),
             evaluator=platform.address("evaluator"),
         ) as client:
-            print(f"\n== 1. upload {args.dataset.name}")
+            print(f"\n== 1/4 upload {args.dataset.name}")
             dataset = client.upload_dataset(args.dataset, on_progress=_progress_bar(args.dataset.stat().st_size))
             _print_dataset(dataset)
-            print("\n(training, sampling and evaluation join this job as those services land)")
+            names = [c.name for c in dataset.schema.columns]
+            target = args.target if args.target is not None else ("income" if "income" in names else "")
+
+            print(f"\n== 2/4 train CTGAN ({args.epochs} epochs, seed {args.seed})")
+            job = client.start_training(dataset.id, epochs=args.epochs, target_column=target, seed=args.seed)
+            if _follow(client, job.id, 0, as_json=False) != 0:
+                return 1
+            model_id = client.get_job(job.id).model_id
+
+            synthetic = out / "synthetic.csv"
+            print(f"\n== 3/4 generate {args.rows} synthetic rows into {synthetic}")
+            from tqdm import tqdm
+
+            with tqdm(total=args.rows, unit="rows", unit_scale=True, disable=None, leave=False) as bar:
+                summary = client.sample_to_file(model_id, args.rows, synthetic, seed=args.seed, on_progress=bar.update)
+            print(f"wrote {summary.row_count} rows ({summary.row_count / max(summary.seconds, 1e-9):,.0f} rows/s)")
+            _print_table(*_csv_head(synthetic, 5))
+
+            print(f"\n== 4/4 evaluate against the real rows (target {target or 'none'})")
+            report = _run_evaluation(client, dataset.id, model_id, target_column=target, seed=args.seed)
+            print_report(report)
+            from synth_client.report_html import render_report
+
+            html_path = out / "report.html"
+            html_path.write_text(render_report(report), encoding="utf-8")
+            print(f"\nHTML report: {html_path}")
+        print(f"web page:    {platform.web_url}   (upload, train, generate and evaluate in the browser)")
         keep = not args.exit and sys.stdin.isatty()
         if keep:
             sys.stderr.write("\nservices keep running; press Ctrl-C to stop.\n")
@@ -230,6 +287,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         platform.stop()
     return 0
+
+
+def _csv_head(path: Path, rows: int) -> tuple[list[str], list[list[str]]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [next(reader) for _ in range(rows)]
 
 
 def _progress_bar(total: int):  # type: ignore[no-untyped-def]
@@ -382,6 +448,121 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     rate = summary.row_count / summary.seconds if summary.seconds else 0.0
     extra = f", {summary.acceptance_rate:.1%} of generated rows met the conditions" if args.where else ""
     print(f"wrote {summary.row_count} rows to {args.output} ({rate:,.0f} rows/s{extra})")
+    return 0
+
+
+def _run_evaluation(client: SynthClient, dataset_id: str, model_id: str, **kwargs: Any) -> Any:
+    """Follow an evaluation with a progress bar; returns the report."""
+    from tqdm import tqdm
+
+    report = None
+    with tqdm(total=100, unit="%", desc="evaluating", disable=None, bar_format="{l_bar}{bar}| {desc}") as bar:
+        for event in client.evaluate(dataset_id, model_id=model_id, **kwargs):
+            if event.WhichOneof("event") == "progress":
+                bar.update(round(event.progress.fraction * 100) - bar.n)
+                bar.set_description(event.progress.stage[:60])
+            else:
+                report = event.report
+    return report
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        dataset_id = args.dataset or client.get_model(args.model_id).dataset_id
+        report = _run_evaluation(
+            client,
+            dataset_id,
+            args.model_id,
+            target_column=args.target,
+            task=args.task,
+            seed=args.seed,
+            synthetic_rows=args.rows,
+        )
+    return _show_report(report, args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.get_report(args.report_id)
+    return _show_report(report, args)
+
+
+def _show_report(report: Any, args: argparse.Namespace) -> int:
+    if getattr(args, "html", None):
+        from synth_client.report_html import render_report
+
+        args.html.write_text(render_report(report), encoding="utf-8")
+        sys.stderr.write(f"wrote {args.html}\n")
+    if args.json:
+        _print_json(report)
+    else:
+        print_report(report, explain=args.explain)
+    return 0
+
+
+def print_report(report: Any, *, explain: bool = False) -> None:
+    from synth.v1 import evaluation_pb2
+
+    verdicts = {
+        evaluation_pb2.VERDICT_PASS: "pass",
+        evaluation_pb2.VERDICT_WARN: "warn",
+        evaluation_pb2.VERDICT_FAIL: "FAIL",
+        evaluation_pb2.VERDICT_NOT_APPLICABLE: "n/a",
+    }
+    categories = {
+        evaluation_pb2.METRIC_CATEGORY_UTILITY: "utility",
+        evaluation_pb2.METRIC_CATEGORY_FIDELITY: "fidelity",
+        evaluation_pb2.METRIC_CATEGORY_PRIVACY: "privacy",
+    }
+    print(f"report {report.id}: {verdicts.get(report.verdict, '?')}")
+    print(f"  {report.summary}")
+    print(
+        f"  scores (0 useless .. 1 like real data): utility {report.utility_score:.2f}, "
+        f"fidelity {report.fidelity_score:.2f}, privacy {report.privacy_score:.2f}"
+    )
+    print(
+        f"  rows: {report.training_rows} real training, {report.holdout_rows} real held out, "
+        f"{report.synthetic_rows} synthetic\n"
+    )
+    rows = []
+    for m in report.metrics:
+        if m.name.startswith(("ks_complement[", "tv_complement[")):
+            continue  # per-column details: in --json, --html and the web page
+        rows.append(
+            [
+                categories.get(m.category, "?"),
+                m.name,
+                f"{m.value:.3f}",
+                f"{m.baseline_value:.3f}" if m.HasField("baseline_value") else "-",
+                f"{m.holdout_value:.3f}" if m.HasField("holdout_value") else "-",
+                ("≥ " if m.higher_is_better else "≤ ") + f"{m.threshold:.3f}",
+                verdicts.get(m.verdict, "?"),
+            ]
+        )
+    _print_table(["CATEGORY", "METRIC", "SYNTHETIC", "NAIVE BASELINE", "REAL HOLDOUT", "THRESHOLD", "VERDICT"], rows)
+    for m in report.metrics:
+        if explain or m.verdict == evaluation_pb2.VERDICT_FAIL:
+            if not m.name.startswith(("ks_complement[", "tv_complement[")) or explain:
+                print(f"\n- {m.name}: {m.explanation}")
+
+
+def _cmd_reports_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reports = client.list_reports()
+    if args.json:
+        print(json.dumps([_to_dict(r) for r in reports], indent=1))
+        return 0
+    rows = [
+        [
+            r.id,
+            r.model_id or r.synthetic_dataset_id,
+            f"{r.utility_score:.2f}",
+            f"{r.fidelity_score:.2f}",
+            f"{r.privacy_score:.2f}",
+        ]
+        for r in reports
+    ]
+    _print_table(["ID", "SYNTHETIC SOURCE", "UTILITY", "FIDELITY", "PRIVACY"], rows)
     return 0
 
 

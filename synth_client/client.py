@@ -16,6 +16,8 @@ from synth.v1 import (
     common_pb2,
     datasets_pb2,
     datasets_pb2_grpc,
+    evaluation_pb2,
+    evaluation_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     sampling_pb2,
@@ -81,6 +83,7 @@ class SynthClient:
         self._training = training_pb2_grpc.TrainingServiceStub(self._channels["trainer"])
         self._models = models_pb2_grpc.ModelServiceStub(self._channels["trainer"])
         self._sampling = sampling_pb2_grpc.SamplingServiceStub(self._channels["sampler"])
+        self._evaluation = evaluation_pb2_grpc.EvaluationServiceStub(self._channels["evaluator"])
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> SynthClient:
@@ -365,6 +368,64 @@ class SynthClient:
         finally:
             partial.unlink(missing_ok=True)
         return summary
+
+    # ---- evaluation ----------------------------------------------------------
+    def evaluate(
+        self,
+        dataset_id: str,
+        *,
+        model_id: str = "",
+        synthetic_dataset_id: str = "",
+        target_column: str = "",
+        task: str = "auto",
+        seed: int | None = None,
+        synthetic_rows: int = 0,
+        thresholds: Mapping[str, float] | None = None,
+        timeout: float | None = 3600.0,
+    ) -> Iterator[evaluation_pb2.EvaluateResponse]:
+        """Progress events, then the stored report (the last message)."""
+        request = evaluation_pb2.EvaluateRequest(
+            dataset_id=dataset_id,
+            target_column=target_column,
+            task={
+                "auto": evaluation_pb2.TASK_AUTO,
+                "classification": evaluation_pb2.TASK_CLASSIFICATION,
+                "regression": evaluation_pb2.TASK_REGRESSION,
+            }[task],
+            synthetic_row_count=synthetic_rows,
+            thresholds=dict(thresholds or {}),
+        )
+        if model_id:
+            request.model_id = model_id
+        if synthetic_dataset_id:
+            request.synthetic_dataset_id = synthetic_dataset_id
+        if seed is not None:
+            request.seed = seed
+        try:
+            yield from self._evaluation.Evaluate(request, timeout=timeout, metadata=self._md())
+        except grpc.RpcError as err:
+            raise SynthError.from_rpc_error(err) from None
+
+    @_translate_errors
+    def get_report(self, report_id: str) -> evaluation_pb2.Report:
+        request = evaluation_pb2.GetReportRequest(report_id=report_id)
+        return self._evaluation.GetReport(request, timeout=self.timeout, metadata=self._md()).report
+
+    @_translate_errors
+    def list_reports(self, page_size: int = 100) -> list[evaluation_pb2.Report]:
+        return self._all_pages(
+            lambda token: self._evaluation.ListReports(
+                evaluation_pb2.ListReportsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+                metadata=self._md(),
+            ),
+            "reports",
+        )
+
+    @_translate_errors
+    def delete_report(self, report_id: str) -> None:
+        request = evaluation_pb2.DeleteReportRequest(report_id=report_id)
+        self._evaluation.DeleteReport(request, timeout=self.timeout, metadata=self._md())
 
     @staticmethod
     def _all_pages(fetch: Callable[[str], Any], field: str) -> list[Any]:

@@ -24,7 +24,12 @@ class SamplerClient:
     def __init__(self, address: str, timeout: float = 600.0) -> None:
         self.address = address
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=[("grpc.lb_policy_name", "round_robin")])
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            # Chunks are ~20k rows of Arrow; allow headroom over gRPC's 4 MiB default.
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        self._channel = grpc.insecure_channel(address, options=options)
         self._stub = sampling_pb2_grpc.SamplingServiceStub(self._channel)
 
     def draw(self, model_id: str, rows: int, seed: int) -> pd.DataFrame:
@@ -33,7 +38,7 @@ class SamplerClient:
             model_id=model_id,
             row_count=rows,
             seed=seed,
-            chunk_rows=50_000,
+            chunk_rows=20_000,
             format=sampling_pb2.OUTPUT_FORMAT_ARROW_IPC,
         )
         try:
