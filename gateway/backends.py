@@ -8,7 +8,8 @@ Kubernetes Service (one A record per pod) gives one subchannel per replica, and
 ``round_robin`` spreads calls over them instead of pinning one HTTP/2
 connection. Only reads (Get*, List*, Preview*, Watch*) are retried, and only on
 UNAVAILABLE; everything else is tried once (gRPC's transparent retry of calls
-that never left the client aside).
+that never left the client aside). With the ``backend_tls_*`` settings the
+channels use mutual TLS (the gateway's own certificate, the backends' CA).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from synth.v1 import datasets_pb2, evaluation_pb2, models_pb2, sampling_pb2, training_pb2
 
 from gateway.settings import GatewaySettings
+from services.common import tls
 
 # Service -> backend that hosts it.
 SERVICE_BACKENDS = {
@@ -130,6 +132,12 @@ class Backends:
             "evaluator": settings.evaluator_address,
         }
         self.targets = {name: grpc_target(address) for name, address in self.addresses.items()}
+        credentials = tls.channel_credentials(
+            settings.backend_tls_ca_file,
+            settings.backend_tls_cert_file,
+            settings.backend_tls_key_file,
+            setting="SYNTH_GATEWAY_BACKEND_TLS_",
+        )
         self._channels: dict[str, grpc.Channel] = {}
         for name, target in self.targets.items():
             options = [
@@ -148,7 +156,7 @@ class Backends:
                 # New replicas are found on reconnect; re-resolve at most this often.
                 ("grpc.dns_min_time_between_resolutions_ms", 5_000),
             ]
-            self._channels[name] = grpc.insecure_channel(target, options=options)
+            self._channels[name] = tls.channel(target, credentials, options)
 
     def channel(self, backend: str) -> grpc.Channel:
         return self._channels[backend]

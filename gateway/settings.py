@@ -22,6 +22,12 @@ class GatewaySettings(ServerSettings):
     trainer_address: str = "127.0.0.1:50051"
     sampler_address: str = "127.0.0.1:50052"
     evaluator_address: str = "127.0.0.1:50053"
+    # Mutual TLS to the backends, PEM files; all empty (the local default): plaintext.
+    # The CA verifies the backends' certificates (whose names must match the
+    # addresses' host names); the certificate and key are the gateway's own.
+    backend_tls_ca_file: str = ""
+    backend_tls_cert_file: str = ""
+    backend_tls_key_file: str = ""
     # File of API keys, one "sha256:<hex>" per line (`python -m gateway hash-key`);
     # empty: none. Re-read when it changes: removing a line revokes that key at once.
     api_key_file: str = ""

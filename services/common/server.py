@@ -7,7 +7,10 @@ It adds, around a service's own servicers:
   context (rpc, request id) and records the standard ``grpc_server_*`` metrics;
 - standard ``grpc.health.v1`` health, NOT_SERVING until :meth:`set_serving`;
 - reflection for grpcurl;
-- a Prometheus ``/metrics`` HTTP port;
+- a Prometheus ``/metrics`` HTTP port (always plaintext, for scrapers);
+- optional TLS or mutual TLS on the gRPC port (``tls_*`` settings), and an
+  optional plaintext port serving only health (``health_port``) for Kubernetes
+  probes, which cannot present a client certificate;
 - message-size limits and graceful shutdown (SIGTERM drains in-flight calls).
 """
 
@@ -30,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from services.common import tls
 from services.common.errors import SynthError
 from services.common.logs import log_context
 from services.common.settings import ServerSettings
@@ -295,9 +299,33 @@ class SynthServer:
         )
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        credentials = tls.server_credentials(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_client_ca_file,
+            setting=f"SYNTH_{service_name.upper()}_TLS_",
+        )
+        # "off", "tls" or "mutual" (client certificates required).
+        self.tls = "off" if credentials is None else "mutual" if settings.tls_client_ca_file else "tls"
+        bind = f"{settings.host}:{settings.port}"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(bind)
+        else:
+            self.port = self.server.add_secure_port(bind, credentials)
         if self.port == 0:
             raise RuntimeError(f"could not bind {settings.host}:{settings.port}")
+        # Probes: the same health servicer (so the same statuses) on a plaintext
+        # port that serves nothing else.
+        self.health_port: int | None = None
+        self._health_server: grpc.Server | None = None
+        if settings.health_port >= 0:
+            self._health_server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-health")
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+            if self.health_port == 0:
+                raise RuntimeError(f"could not bind the health port {settings.host}:{settings.health_port}")
         self.metrics_port: int | None = None
         self._metrics_http: Any = None
         self._stopped = threading.Event()
@@ -308,6 +336,8 @@ class SynthServer:
 
     def start(self) -> SynthServer:
         self.server.start()
+        if self._health_server is not None:
+            self._health_server.start()
         if self.settings.metrics_port >= 0:
             http_server, _thread = start_http_server(
                 self.settings.metrics_port, addr=self.settings.host, registry=self.registry
@@ -316,7 +346,12 @@ class SynthServer:
             self.metrics_port = http_server.server_port
         log.info(
             "listening",
-            extra={"address": self.address, "metrics_port": self.metrics_port},
+            extra={
+                "address": self.address,
+                "tls": self.tls,
+                "metrics_port": self.metrics_port,
+                "health_port": self.health_port,
+            },
         )
         return self
 
@@ -340,6 +375,9 @@ class SynthServer:
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 log.exception("shutdown hook failed")
         done.wait(grace + 5)
+        if self._health_server is not None:
+            # Last: probes saw NOT_SERVING for the whole drain.
+            self._health_server.stop(0)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -37,6 +37,34 @@ class ServerSettings:
     log_level: str = "INFO"
     # Log format: "json" (one object per line) or "text".
     log_format: str = "json"
+    # TLS on the gRPC port, PEM files. All empty (the local default): plaintext.
+    # Certificate and key: TLS. Plus a client CA: mutual TLS, and a client
+    # without a certificate signed by that CA is refused during the handshake.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # A second, plaintext port that serves only grpc.health.v1, for Kubernetes'
+    # gRPC probes (they cannot present a client certificate). -1: none; 0: pick one.
+    health_port: int = -1
+
+    def __post_init__(self) -> None:
+        check_tls_files("TLS_", self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+
+def check_tls_files(prefix: str, cert: str, key: str, client_ca: str = "") -> None:
+    """Refuse half-configured TLS settings at start-up instead of silently
+    running in plaintext: ``<prefix>CERT_FILE`` and ``<prefix>KEY_FILE`` go
+    together, and a server's ``<prefix>CLIENT_CA_FILE`` needs both."""
+    if bool(cert) != bool(key):
+        raise InvalidArgument(
+            f"{prefix}CERT_FILE and {prefix}KEY_FILE must be set together (or both left empty for plaintext)",
+            reason="TLS_SETTINGS_INCOMPLETE",
+        )
+    if client_ca and not cert:
+        raise InvalidArgument(
+            f"{prefix}CLIENT_CA_FILE needs {prefix}CERT_FILE and {prefix}KEY_FILE (mutual TLS is TLS first)",
+            reason="TLS_SETTINGS_INCOMPLETE",
+        )
 
 
 def from_env(cls: type[T], prefix: str, environ: Mapping[str, str], **overrides: Any) -> T:

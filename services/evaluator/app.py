@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
+from services.common import tls
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
@@ -18,7 +19,13 @@ from services.evaluator.settings import EvaluatorSettings
 def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None = None) -> SynthServer:
     store = ArtifactStore(settings.store_dir, owner="evaluator")
     store.sweep()
-    sampler = SamplerClient(settings.sampler_address)
+    credentials = tls.channel_credentials(
+        settings.sampler_tls_ca_file,
+        settings.sampler_tls_cert_file,
+        settings.sampler_tls_key_file,
+        setting="SYNTH_EVALUATOR_SAMPLER_TLS_",
+    )
+    sampler = SamplerClient(settings.sampler_address, credentials=credentials)
     evaluations = Evaluations(
         store,
         DatasetRepository(store),

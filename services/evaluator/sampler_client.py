@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
-from services.common import errors
+from services.common import errors, tls
 
 _CODES = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -21,7 +21,10 @@ _CODES = {
 
 
 class SamplerClient:
-    def __init__(self, address: str, timeout: float = 600.0) -> None:
+    def __init__(
+        self, address: str, timeout: float = 600.0, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        """``credentials``: mutual TLS to the sampler (None: plaintext)."""
         self.address = address
         self._timeout = timeout
         options = [
@@ -29,7 +32,7 @@ class SamplerClient:
             # Chunks are ~20k rows of Arrow; allow headroom over gRPC's 4 MiB default.
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
-        self._channel = grpc.insecure_channel(address, options=options)
+        self._channel = tls.channel(address, credentials, options)
         self._stub = sampling_pb2_grpc.SamplingServiceStub(self._channel)
 
     def draw(self, model_id: str, rows: int, seed: int) -> pd.DataFrame:

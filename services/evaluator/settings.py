@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.settings import ServerSettings
+from services.common.settings import ServerSettings, check_tls_files
 
 ENV_PREFIX = "SYNTH_EVALUATOR_"
 
@@ -15,6 +15,11 @@ class EvaluatorSettings(ServerSettings):
     metrics_port: int = 9103
     # Where to draw synthetic rows from when a report names a model.
     sampler_address: str = "127.0.0.1:50052"
+    # Mutual TLS to the sampler, PEM files; all empty (the local default): plaintext.
+    # The CA verifies the sampler's certificate; the certificate and key are ours.
+    sampler_tls_ca_file: str = ""
+    sampler_tls_cert_file: str = ""
+    sampler_tls_key_file: str = ""
     # Most synthetic rows one report may draw (RESOURCE_EXHAUSTED beyond).
     max_synthetic_rows: int = 1_000_000
     # Share of real rows held out when an uploaded synthetic table is scored
@@ -24,3 +29,7 @@ class EvaluatorSettings(ServerSettings):
     max_concurrent: int = 1
     # Threads the random forests use (-1: every core).
     n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_tls_files("SAMPLER_TLS_", self.sampler_tls_cert_file, self.sampler_tls_key_file)
