@@ -301,3 +301,19 @@ def test_cli_sample_writes_the_asked_rows(sampler, tiny_model, tmp_path) -> None
     assert "wrote 3000 rows" in run.stdout and "rows/s" in run.stdout
     frame = pd.read_csv(out)
     assert len(frame) == 3000 and (frame["age"] >= 25).all() and frame["race"].isin(["White", "Black"]).all()
+
+
+def test_generation_draws_categories_at_their_real_frequencies(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """Not ctgan's log-frequencies, which flatten marginals at sampling time."""
+    import numpy as np
+
+    from services.common.engine.artifact import load_model
+
+    model = load_model(ModelRegistry(ArtifactStore(tiny_model.store_dir)).folder(tiny_model.model_id))
+    probs = model._condition_probs.numpy()
+    counts = model.transformer.discrete_category_counts()
+    offset = 0
+    for count in counts:
+        part = probs[offset : offset + len(count)]
+        np.testing.assert_allclose(part / part.sum(), count / count.sum(), rtol=1e-9)
+        offset += len(count)

@@ -168,8 +168,13 @@ class TrainedModel:
         self.metadata = metadata
         self.layout = SpanLayout.from_output_info(transformer.output_info_list)
         self._cpu_ops = SpanOps(self.layout, torch.device("cpu"))
+        # Generation draws the conditional vector from the categories' real
+        # frequencies, not the log-frequencies training uses to see rare
+        # categories more often (ctgan samples with those too, which flattens
+        # the marginals: Adult's race White 66% against 85% real). The
+        # generator learned p(row | category), so real frequencies give p(row).
         self._condition_probs = torch.as_tensor(
-            original_condition_probabilities(transformer.discrete_category_counts(), config.log_frequency),
+            original_condition_probabilities(transformer.discrete_category_counts(), log_frequency=False),
             dtype=torch.float64,
         )
 
