@@ -50,6 +50,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,15 +118,35 @@ class TrainingCancelled(Cancelled):
 def default_threads() -> int:
     """A sensible torch thread count for training when the settings give none.
 
-    CTGAN's matrices are small (batch 500, width 256): beyond a couple of threads
-    OpenMP synchronisation costs more than it saves, so use at most 2 and leave
-    the rest of the machine alone. The trainer's settings should pass ``threads``.
+    CTGAN's matrices are small (batch 500, width 256): past a couple of threads
+    OpenMP synchronisation costs more than it saves (and an oversubscribed
+    container spins in barriers), so use at most 2, and never more than the CPUs
+    this process may use (affinity and the cgroup CPU quota of a container).
+    The trainer's settings should pass ``threads`` explicitly.
     """
     try:
         available = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         available = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        available = min(available, max(1, int(quota)))
     return max(1, min(2, available))
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -463,11 +484,10 @@ class _Run:
         checkpoint: Callable[[dict[str, Any]], None] | None,
     ) -> TrainedModel:
         config = self.config
-        rows_per_epoch = self.steps_per_epoch * config.batch_size
         for epoch in range(self.start_epoch, config.epochs):
             began = time.perf_counter()
             first = self.start_step if epoch == self.start_epoch else 0
-            loss_g = loss_d = None
+            loss_d = loss_g = torch.full((), float("nan"))
             for step in range(first, self.steps_per_epoch):
                 if should_stop is not None and should_stop():
                     self.training_seconds += time.perf_counter() - began
@@ -478,7 +498,6 @@ class _Run:
                         state=self._state(epoch, step),
                     )
                 loss_d, loss_g = self._step()
-            assert loss_g is not None and loss_d is not None
             generator_loss = float(loss_g.item())
             discriminator_loss = float(loss_d.item())
             seconds = time.perf_counter() - began
@@ -493,7 +512,7 @@ class _Run:
                         generator_loss=generator_loss,
                         discriminator_loss=discriminator_loss,
                         seconds=seconds,
-                        rows_per_second=(done_rows or rows_per_epoch) / seconds if seconds > 0 else 0.0,
+                        rows_per_second=done_rows / seconds if seconds > 0 else 0.0,
                     )
                 )
             if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):

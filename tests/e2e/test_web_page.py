@@ -98,8 +98,9 @@ def test_upload_schema_validation_and_keyboard(platform, page, tmp_path) -> None
     page.wait_for_selector("#step-train:not([hidden])")
     assert page.evaluate("document.activeElement.id") == "h-train"
     assert page.get_attribute("a[data-step=train]", "aria-current") == "step"
-    # The dataset just uploaded is offered for training, and every control has a label.
-    assert "pima_diabetes.csv" in page.inner_text("#train-dataset")
+    # The dataset just uploaded is offered for training (the list loads after the
+    # reload, asynchronously), and every control has a label.
+    page.wait_for_function("() => document.getElementById('train-dataset').textContent.includes('pima_diabetes.csv')")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "train-dataset"
     for step in ("upload", "train", "generate", "evaluate", "library"):
