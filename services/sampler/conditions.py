@@ -1,5 +1,5 @@
 """Conditions on synthetic rows: parsed and checked against the model's schema
-once, then applied to each generated chunk as a boolean mask.
+once, then applied to each generated piece (typed Arrow rows) as a filter.
 
 Every delivered row satisfies every condition; a missing value satisfies none.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.tables import ColumnInfo, ColumnKind
@@ -52,17 +53,24 @@ class _Compiled:
     low_open: bool = False
     high_open: bool = False
 
-    def mask(self, frame: pd.DataFrame) -> np.ndarray:
-        series = frame[self.column]
+    def mask(self, batch: pa.RecordBatch) -> pa.BooleanArray:
+        values = batch.column(self.column)
         if self.values is not None:
-            return series.isin(self.values).to_numpy(dtype=bool)
-        ok = series.notna().to_numpy(dtype=bool)
-        values = series
+            return pc.is_in(values, value_set=pa.array(sorted(self.values), type=pa.string()))
+        ok = pc.is_valid(values)
         if self.low is not None:
-            ok &= (values > self.low if self.low_open else values >= self.low).fillna(False).to_numpy(dtype=bool)
+            low = _scalar(self.low, values.type)
+            ok = pc.and_(ok, pc.greater(values, low) if self.low_open else pc.greater_equal(values, low))
         if self.high is not None:
-            ok &= (values < self.high if self.high_open else values <= self.high).fillna(False).to_numpy(dtype=bool)
-        return ok
+            high = _scalar(self.high, values.type)
+            ok = pc.and_(ok, pc.less(values, high) if self.high_open else pc.less_equal(values, high))
+        return pc.fill_null(ok, False)
+
+
+def _scalar(bound: float | pd.Timestamp, type_: pa.DataType) -> pa.Scalar:
+    if isinstance(bound, pd.Timestamp):
+        return pa.scalar(bound.to_datetime64().astype("datetime64[us]"), type=type_)
+    return pa.scalar(float(bound), type=pa.float64())
 
 
 class CompiledConditions:
@@ -77,11 +85,14 @@ class CompiledConditions:
     def __bool__(self) -> bool:
         return bool(self._compiled)
 
-    def mask(self, frame: pd.DataFrame) -> np.ndarray:
-        keep = np.ones(len(frame), dtype=bool)
-        for condition in self._compiled:
-            keep &= condition.mask(frame)
-        return keep
+    def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The rows of ``batch`` (typed synthetic rows) that meet every condition."""
+        if not self._compiled:
+            return batch
+        keep = self._compiled[0].mask(batch)
+        for condition in self._compiled[1:]:
+            keep = pc.and_(keep, condition.mask(batch))
+        return batch.filter(keep)
 
 
 def compile_conditions(conditions: Sequence[Condition], columns: Sequence[ColumnInfo]) -> CompiledConditions:

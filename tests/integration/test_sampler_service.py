@@ -76,6 +76,8 @@ def test_exact_row_count_and_stream_shape(stub, tiny_model, chunk_rows) -> None:
     chunks = [m.chunk for m in messages[1:-1]]
     assert all(c.row_count <= chunk_rows for c in chunks)
     assert sum(c.row_count for c in chunks) == rows == messages[-1].summary.row_count
+    # without conditions every generated row is delivered
+    assert messages[-1].summary.rows_generated == rows and messages[-1].summary.acceptance_rate == 1.0
     frame = pd.read_csv(io.BytesIO(data))
     assert len(frame) == rows
 
@@ -310,7 +312,7 @@ def test_generation_draws_categories_at_their_real_frequencies(tiny_model) -> No
     from services.common.engine.artifact import load_model
 
     model = load_model(ModelRegistry(ArtifactStore(tiny_model.store_dir)).folder(tiny_model.model_id))
-    probs = model._condition_probs.numpy()
+    probs = model._condition_probs
     counts = model.transformer.discrete_category_counts()
     offset = 0
     for count in counts:

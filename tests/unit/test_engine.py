@@ -286,6 +286,57 @@ def test_sampling_is_seeded_and_independent_of_chunk_size(trained) -> None:  # t
     assert not other.equals(one_chunk)
 
 
+def test_fused_forward_is_ctgans_generator_per_batch(trained) -> None:  # type: ignore[no-untyped-def]
+    """What ctgan's sample computes: its Generator in training mode, one batch at a time."""
+    import copy
+
+    from services.common.engine._fused import FusedGenerator
+
+    config, cond_dim = trained.config, trained.layout.cond_dim
+    batch, groups = config.batch_size, 4
+    fused = FusedGenerator(trained.generator, config.embedding_dim, cond_dim)
+    rng = torch.Generator().manual_seed(3)
+    noise = torch.randn(batch * groups, config.embedding_dim, generator=rng)
+    picks = torch.randint(0, cond_dim, (batch * groups,), generator=rng)
+    onehot = torch.nn.functional.one_hot(picks, cond_dim).float()
+    reference = copy.deepcopy(trained.generator).train()
+    with torch.no_grad():
+        expected = torch.cat(
+            [reference(torch.cat([noise, onehot], 1)[g * batch : (g + 1) * batch]) for g in range(groups)]
+        )
+    np.testing.assert_allclose(fused.forward(noise, picks, batch).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    running = dict(trained.generator.state_dict())
+    fused.forward(noise, picks, batch)
+    assert _same(_weights(running), _weights(trained.generator.state_dict())), "sampling never mutates the model"
+    with pytest.raises(ValueError):
+        fused.forward(noise[:-1], picks[:-1], batch)  # not a whole number of batches
+
+
+def test_gumbel_argmax_by_width_buckets_is_the_per_span_argmax(trained) -> None:  # type: ignore[no-untyped-def]
+    ops, layout = trained._cpu_ops, trained.layout
+    raw = torch.randn(257, layout.data_dim, generator=torch.Generator().manual_seed(0))
+    alphas, codes = ops.sample_codes(raw, np.random.default_rng(9))
+    # the same uniforms, span by span
+    uniform = np.random.default_rng(9).random((257, layout.data_dim + 1), dtype=np.float32)
+    scores = raw.numpy() - np.log(-np.log(np.maximum(uniform[:, : layout.data_dim], np.finfo(np.float32).tiny)))
+    for span, (start, dim) in enumerate(zip(layout.soft_starts, layout.soft_dims, strict=True)):
+        np.testing.assert_array_equal(codes[:, span].numpy(), scores[:, start : start + dim].argmax(axis=1))
+    np.testing.assert_allclose(alphas.numpy(), np.tanh(raw.numpy()[:, layout.tanh_cols]), rtol=1e-6)
+
+
+def test_sampled_categories_follow_the_gumbel_softmax_distribution(trained) -> None:  # type: ignore[no-untyped-def]
+    """Gumbel-argmax draws category k of a span with probability softmax(logits)_k."""
+    ops, layout = trained._cpu_ops, trained.layout
+    span = int(np.argmax(layout.soft_dims))
+    start, dim = int(layout.soft_starts[span]), int(layout.soft_dims[span])
+    logits = torch.linspace(-2.0, 2.0, dim)
+    raw = torch.zeros(200_000, layout.data_dim)
+    raw[:, start : start + dim] = logits
+    _, codes = ops.sample_codes(raw, np.random.default_rng(1))
+    shares = np.bincount(codes[:, span].numpy(), minlength=dim) / len(raw)
+    np.testing.assert_allclose(shares, torch.softmax(logits, 0).numpy(), atol=0.005)
+
+
 def test_condition_vector_targets_the_right_category(trained) -> None:  # type: ignore[no-untyped-def]
     transformer = trained.transformer
     categories = transformer.category_values("sex")

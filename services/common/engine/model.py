@@ -5,25 +5,26 @@ loads it with ``artifact.load_model``). The generator is ctgan's own
 ``Generator`` class, rebuilt from the config and the transformer's layout, so a
 saved model is data (weights + JSON), never code.
 
-Sampling (``TrainedModel.sample``) follows ctgan's ``sample``: normal noise plus
-a conditional vector drawn from the training category frequencies (or fixed to
-one column = value), the generator applied with batch-normalisation statistics
-of each batch, tanh on continuous values and a Gumbel argmax per softmax span.
+Sampling follows ctgan's ``sample``: normal noise plus a conditional vector
+drawn from the training category frequencies (or fixed to one column = value),
+the generator applied with batch-normalisation statistics of each training-size
+batch, tanh on continuous values and a Gumbel argmax per softmax span. The
+forward is ``_fused.FusedGenerator`` (the same maths, fewer multiply-adds).
 
-Reproducibility and chunking: rows are produced in fixed *blocks* of
-``config.batch_size`` rows, and block ``b`` draws all its randomness from its own
-generator seeded by ``(seed, b)``. A row therefore depends only on ``seed``, its
-position and the condition, never on ``chunk_rows`` (chunks are cut from the
-stream of blocks). So, on one device type and library build, the same seed gives
-the same rows whatever the chunk size, and ``sample(n)`` is a prefix of
-``sample(m)`` for ``n < m``. (CPU and CUDA differ in the last bits of the matrix
-products, so they can differ in a few rounded values.)
+Reproducibility and chunking: rows are produced in fixed *pieces* of
+``piece_rows`` rows (a whole number of ``config.batch_size`` batch-norm groups,
+about 10,000 rows), and piece ``p`` draws all its randomness from its own
+generator seeded by ``(seed, p)``; a piece is always computed whole. A row
+therefore depends only on ``seed``, its position and the condition, never on how
+many rows are asked or how they are chunked. So, on one device type and library
+build, the same seed gives the same rows whatever the chunk size, and
+``sample(n)`` is a prefix of ``sample(m)`` for ``n < m``. (CPU and CUDA differ in
+the last bits of the matrix products, so they can differ in a few rounded values.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,15 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from ctgan.synthesizers.ctgan import Generator, Residual
-from torch.nn import functional
+from ctgan.synthesizers.ctgan import Generator
 
+from services.common.engine._fused import FusedGenerator
 from services.common.engine._layout import SpanLayout, SpanOps
 from services.common.engine.config import TrainingConfig
 from services.common.engine.transformer import FastDataTransformer
 from services.common.errors import FieldViolation, InvalidArgument
 
 DEFAULT_CHUNK_ROWS = 10_000
+_PIECE_TARGET_ROWS = 10_000  # large enough for efficient matrix products, small enough to stream
 _MAX_SEED = 2**63 - 1
 
 
@@ -128,27 +130,8 @@ def original_condition_probabilities(counts: list[np.ndarray], log_frequency: bo
     return probs / probs.sum()
 
 
-def forward_with_batch_statistics(generator: Generator, noise: torch.Tensor) -> torch.Tensor:
-    """The generator's forward with batch-norm using the batch's own statistics.
-
-    This is what ctgan's ``sample`` computes (its generator is never put in eval
-    mode), without touching the running statistics, so sampling never mutates the model.
-    """
-    x = noise
-    for module in generator.seq:
-        if isinstance(module, Residual):
-            out = module.fc(x)
-            out = functional.batch_norm(
-                out, None, None, module.bn.weight, module.bn.bias, training=True, eps=module.bn.eps
-            )
-            x = torch.cat([torch.relu(out), x], dim=1)
-        else:
-            x = module(x)
-    return x
-
-
-def _block_seed(seed: int, block: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{block}".encode(), digest_size=8).digest()
+def _piece_seed(seed: int, piece: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{piece}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MAX_SEED
 
 
@@ -173,10 +156,11 @@ class TrainedModel:
         # categories more often (ctgan samples with those too, which flattens
         # the marginals: Adult's race White 66% against 85% real). The
         # generator learned p(row | category), so real frequencies give p(row).
-        self._condition_probs = torch.as_tensor(
-            original_condition_probabilities(transformer.discrete_category_counts(), log_frequency=False),
-            dtype=torch.float64,
+        self._condition_probs = original_condition_probabilities(
+            transformer.discrete_category_counts(), log_frequency=False
         )
+        self._condition_cdf = np.cumsum(self._condition_probs)
+        self._fused: FusedGenerator | None = None  # built on first use, on the generator's device
 
     @property
     def loss_history(self) -> list[tuple[float, float]]:
@@ -189,7 +173,14 @@ class TrainedModel:
 
     def to(self, device: torch.device | str) -> TrainedModel:
         self.generator.to(device)
+        self._fused = None
         return self
+
+    @property
+    def piece_rows(self) -> int:
+        """Rows generated per step: whole batch-norm groups, about 10,000 rows."""
+        batch = self.config.batch_size
+        return batch * max(1, round(_PIECE_TARGET_ROWS / batch))
 
     def generator_state(self) -> dict[str, torch.Tensor]:
         """The generator's weights and buffers as CPU tensors (what the artifact stores)."""
@@ -213,7 +204,7 @@ class TrainedModel:
     ) -> Iterator[pd.DataFrame]:
         """Yield ``n`` synthetic rows as DataFrames of ``chunk_rows`` rows (the last may be shorter).
 
-        Memory stays flat: one block and one chunk are alive at a time. See the
+        Memory stays flat: one piece and one chunk are alive at a time. See the
         module doc for what the seed guarantees.
         """
         problems = []
@@ -228,18 +219,17 @@ class TrainedModel:
                 "invalid sampling request: " + "; ".join(p.field + " " + p.description for p in problems),
                 violations=problems,
             )
-        fixed = self.condition_vector(condition) if condition is not None else None
-        return self._chunks(n, seed, chunk_rows, fixed)
+        return self._frames(n, chunk_rows, self.generate(seed, condition=condition))
 
-    def _chunks(self, n: int, seed: int, chunk_rows: int, fixed: torch.Tensor | None) -> Iterator[pd.DataFrame]:
-        block_rows = self.config.batch_size
+    def _frames(
+        self, n: int, chunk_rows: int, pieces: Iterator[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[pd.DataFrame]:
         pending_alphas: list[np.ndarray] = []
         pending_codes: list[np.ndarray] = []
-        pending = 0
-        produced = 0
-        for block in range(math.ceil(n / block_rows)):
-            alphas, codes = self._block(seed, block, fixed)
-            take = min(block_rows, n - block * block_rows)
+        pending = produced = 0
+        while produced < n:
+            alphas, codes = next(pieces)
+            take = min(len(alphas), n - produced - pending)
             pending_alphas.append(alphas[:take])
             pending_codes.append(codes[:take])
             pending += take
@@ -255,22 +245,47 @@ class TrainedModel:
                 pending_codes = [all_codes[size:]]
                 yield frame
 
+    def generate(self, seed: int, *, condition: Condition | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless pieces of ``piece_rows`` rows in the compact form: (tanh values, span codes).
+
+        What ``transformer.decode_codes`` / ``inverse_transform_codes`` read. Piece
+        ``p`` depends only on ``seed``, ``p`` and the condition. A condition on an
+        unknown column or value is an ``InvalidArgument`` here, before any work.
+        """
+        fixed = self._condition_position(condition) if condition is not None else None
+        return self._pieces(seed, fixed)
+
+    def _pieces(self, seed: int, fixed: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        piece = 0
+        while True:
+            yield self._piece(seed, piece, fixed)
+            piece += 1
+
+    def _condition_position(self, condition: Condition) -> int:
+        return int(self.condition_vector(condition)[0].argmax())
+
     @torch.no_grad()
-    def _block(self, seed: int, block: int, fixed: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.config.batch_size
-        generator = torch.Generator().manual_seed(_block_seed(seed, block))
-        noise = torch.randn(rows, self.config.embedding_dim, generator=generator)
-        cond_dim = self.layout.cond_dim
+    def _piece(self, seed: int, piece: int, fixed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        # All randomness is drawn on the CPU from the piece's seed, whatever the
+        # device: the noise by torch (its normal is the fastest here), the
+        # conditions and the Gumbel noise by numpy (its float32 uniform and log are).
+        if self._fused is None:
+            self._fused = FusedGenerator(self.generator, self.config.embedding_dim, self.layout.cond_dim)
+        rows = self.piece_rows
+        piece_seed = _piece_seed(seed, piece)
+        noise = torch.randn(rows, self.config.embedding_dim, generator=torch.Generator().manual_seed(piece_seed))
+        rng = np.random.Generator(np.random.PCG64(piece_seed))
+        picks = None
         if fixed is not None:
-            cond = fixed.expand(rows, cond_dim)
-        elif cond_dim:
-            picks = torch.multinomial(self._condition_probs, rows, replacement=True, generator=generator)
-            cond = torch.zeros(rows, cond_dim).scatter_(1, picks.view(-1, 1), 1.0)
-        else:
-            cond = noise.new_zeros((rows, 0))
+            picks = torch.full((rows,), fixed, dtype=torch.long)
+        elif self.layout.cond_dim:
+            drawn = np.searchsorted(self._condition_cdf, rng.random(rows), side="right")
+            picks = torch.from_numpy(np.minimum(drawn, self.layout.cond_dim - 1))
         device = self.device
-        raw = forward_with_batch_statistics(self.generator, torch.cat([noise, cond], dim=1).to(device))
-        alphas, codes = self._cpu_ops.sample_codes(raw.float().cpu(), generator)
+        raw = self._fused.forward(
+            noise.to(device), picks.to(device) if picks is not None else None, self.config.batch_size
+        )
+        alphas, codes = self._cpu_ops.sample_codes(raw.float().cpu(), rng)
         return alphas.numpy(), codes.numpy()
 
 

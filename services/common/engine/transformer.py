@@ -318,6 +318,18 @@ class FastDataTransformer:
     def inverse_transform_codes(self, alphas: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
         """Decode the compact form into a DataFrame with the fitted columns and dtypes."""
         out: dict[str, Any] = {}
+        for column, values in zip(self._columns, self.decode_codes(alphas, codes), strict=True):
+            if isinstance(column, _Continuous):
+                out[column.name] = _restore_numeric(values, column.dtype)
+            else:
+                out[column.name] = _restore_categories(column, values)
+        return pd.DataFrame(out, columns=self.columns)
+
+    def decode_codes(self, alphas: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
+        """The compact form as plain arrays, one per column in fitted order: a
+        continuous column's float64 values (NaN where missing), a discrete
+        column's indices into ``category_values(name)``."""
+        out: list[np.ndarray] = []
         t = s = 0
         for column in self._columns:
             if isinstance(column, _Continuous):
@@ -329,14 +341,13 @@ class FastDataTransformer:
                 t += 1
                 s += 1
                 if column.has_nulls:
-                    values = np.where(np.asarray(codes[:, s]) == 1, np.nan, values)
+                    values[np.asarray(codes[:, s]) == 1] = np.nan
                     s += 1
-                out[column.name] = _restore_numeric(values, column.dtype)
+                out.append(values)
             else:
-                code = np.clip(np.asarray(codes[:, s]), 0, len(column.categories) - 1)
-                out[column.name] = _restore_categories(column, code)
+                out.append(np.clip(np.asarray(codes[:, s]), 0, len(column.categories) - 1))
                 s += 1
-        return pd.DataFrame(out, columns=self.columns)
+        return out
 
     # ---------------------------------------------------------------- state
 

@@ -1,0 +1,134 @@
+"""Typed synthetic rows, their conditions, and their CSV / Arrow bytes (no sockets)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from services.common.codec import OutputTyper
+from services.common.tables import DATETIME_FORMATS, ColumnInfo, ColumnKind
+from services.sampler.conditions import Equals, InSet, Range, compile_conditions
+from services.sampler.encoders import ArrowEncoder, CsvEncoder, datetime_format_for_arrow
+
+DAY = 86_400.0
+COLUMNS = [
+    ColumnInfo("id", ColumnKind.IDENTIFIER, 0, 100, integer=False),
+    ColumnInfo("age", ColumnKind.CONTINUOUS, 0, 50, integer=True, minimum=17.0, maximum=90.0),
+    ColumnInfo("city", ColumnKind.CATEGORICAL, 3, 3, categories=["Paris", 'Say "hi"', "a,b"]),
+    ColumnInfo("rate", ColumnKind.CONTINUOUS, 2, 90, minimum=0.0, maximum=1.0),
+    ColumnInfo("seen", ColumnKind.DATETIME, 0, 99, datetime_format="%d/%m/%Y %H:%M", minimum=0.0, maximum=400 * DAY),
+    ColumnInfo("note", ColumnKind.FREE_TEXT, 0, 99),
+    ColumnInfo("size", ColumnKind.CONTINUOUS, 0, 3, integer=True, minimum=1.0, maximum=3.0),
+]
+LEARNED = ["age", "city", "rate", "seen", "size"]  # the engine's order: no id, no note
+CATEGORIES = {"city": ["Paris", 'Say "hi"', "a,b", None], "size": ["1", "3", None]}
+
+
+@pytest.fixture
+def typer() -> OutputTyper:
+    return OutputTyper(COLUMNS, LEARNED, CATEGORIES)
+
+
+def decoded() -> list[np.ndarray]:
+    return [
+        np.array([16.2, 17.5, 44.49, 95.0, np.nan]),  # age: clipped to 17..90, rounded half to even
+        np.array([0, 1, 2, 3, 0]),  # city codes; 3 is the missing category
+        np.array([-0.5, 0.25, np.nan, 1.5, 0.1]),  # rate
+        np.array([-5.0, 1.4, DAY + 0.6, 500 * DAY, np.nan]),  # seen, epoch seconds
+        np.array([0, 1, 2, 0, 1]),  # size learned as discrete: "1", "3", missing
+    ]
+
+
+def test_typed_rows_keep_ranges_integers_categories_and_missing_values(typer: OutputTyper) -> None:
+    batch = typer.complete(typer.learned_batch(decoded()), first_row=10)
+    assert batch.schema.names == [c.name for c in COLUMNS]  # upload order
+    rows = batch.to_pydict()
+    assert rows["id"] == [f"syn-{i:09d}" for i in range(11, 16)]
+    assert rows["age"] == [17, 18, 44, 90, None] and batch.schema.field("age").type == pa.int64()
+    assert rows["city"] == ["Paris", 'Say "hi"', "a,b", None, "Paris"]
+    assert rows["rate"] == [0.0, 0.25, None, 1.0, 0.1]
+    assert rows["seen"] == [
+        dt.datetime(1970, 1, 1),
+        dt.datetime(1970, 1, 1, 0, 0, 1),
+        dt.datetime(1970, 1, 2, 0, 0, 1),
+        dt.datetime(1971, 2, 5),  # the maximum, 400 days
+        None,
+    ]
+    assert rows["note"] == [None] * 5
+    assert rows["size"] == [1, 3, None, 1, 3]
+
+
+def test_integer_identifiers_count_on_across_chunks() -> None:
+    columns = [ColumnInfo("n", ColumnKind.IDENTIFIER, 0, 9, integer=True), COLUMNS[1]]
+    typer = OutputTyper(columns, ["age"], {})
+    batch = typer.complete(typer.learned_batch([np.array([20.0, 30.0])]), first_row=5000)
+    assert batch.column("n").to_pylist() == [5001, 5002]
+
+
+def test_conditions_filter_the_typed_rows(typer: OutputTyper) -> None:
+    batch = typer.learned_batch(decoded())
+    both = compile_conditions([InSet("city", ("Paris", "a,b")), Range("age", minimum="18")], COLUMNS)
+    assert both.filter(batch).column("age").to_pylist() == [44]
+    equal = compile_conditions([Equals("city", "Paris")], COLUMNS)
+    assert equal.steer == ("city", "Paris") and equal.filter(batch).num_rows == 2
+    open_range = compile_conditions([Range("rate", maximum="1", maximum_exclusive=True)], COLUMNS)
+    assert open_range.filter(batch).column("rate").to_pylist() == [0.0, 0.25, 0.1]  # missing never matches
+    dates = compile_conditions([Range("seen", minimum="02/01/1970 00:00")], COLUMNS)
+    assert dates.filter(batch).num_rows == 2  # 1970-01-02 00:00:01 and the 1971 maximum
+    assert compile_conditions([], COLUMNS).filter(batch) is batch
+
+
+def test_csv_is_what_pythons_csv_module_writes(typer: OutputTyper) -> None:
+    batch = typer.complete(typer.learned_batch(decoded()), first_row=0)
+    encoder = CsvEncoder(COLUMNS)
+    text = (
+        encoder.encode(batch.slice(0, 2), first=True, last=False)
+        + encoder.encode(batch.slice(2), first=False, last=True)
+    ).decode()
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow([c.name for c in COLUMNS])
+    for row in batch.to_pylist():
+        seen = row["seen"].strftime("%d/%m/%Y %H:%M") if row["seen"] else None
+        rate = None if row["rate"] is None else _shortest(row["rate"])
+        writer.writerow([row["id"], row["age"], row["city"], rate, seen, row["note"], row["size"]])
+    assert text == expected.getvalue()
+    back = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    assert back["city"].tolist()[:3] == ["Paris", 'Say "hi"', "a,b"] and len(back) == 5
+
+
+def _shortest(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def test_a_category_that_needs_no_quotes_is_written_as_is() -> None:
+    columns = [ColumnInfo("sex", ColumnKind.CATEGORICAL, 0, 2, categories=["Male", "Female"])]
+    typer = OutputTyper(columns, ["sex"], {"sex": ["Male", "Female"]})
+    batch = typer.complete(typer.learned_batch([np.array([0, 1, 1])]), first_row=0)
+    assert CsvEncoder(columns).encode(batch, first=True, last=True) == b"sex\nMale\nFemale\nFemale\n"
+
+
+@pytest.mark.parametrize("python_format", DATETIME_FORMATS)
+def test_every_detected_datetime_format_prints_as_python_does(python_format: str) -> None:
+    stamps = [dt.datetime(2021, 3, 4, 5, 6, 7), dt.datetime(1999, 12, 31, 23, 59, 59), dt.datetime(2024, 2, 29)]
+    arrow_format = datetime_format_for_arrow(python_format)
+    printed = pa.compute.strftime(pa.array(stamps, pa.timestamp("s")), format=arrow_format).to_pylist()
+    naive_utc = python_format.replace("%z", "+0000").replace("%f", "000000")
+    assert printed == [s.strftime(naive_utc) for s in stamps]
+
+
+def test_arrow_stream_has_the_schema_first_and_the_end_marker_last(typer: OutputTyper) -> None:
+    batch = typer.complete(typer.learned_batch(decoded()), first_row=0)
+    encoder = ArrowEncoder(typer.schema)
+    data = encoder.encode(batch.slice(0, 3), first=True, last=False) + encoder.encode(
+        batch.slice(3), first=False, last=True
+    )
+    table = pa.ipc.open_stream(data).read_all()
+    assert table.schema == typer.schema and table.num_rows == 5
+    assert table.column("age").to_pylist() == [17, 18, 44, 90, None]
