@@ -101,7 +101,8 @@ class ModelCache:
 
 
 def _model_bytes(model: TrainedModel) -> int:
-    """Parameter and buffer bytes, plus a rough allowance for the transformer."""
+    """Parameter and buffer bytes twice (the generator and the rearranged copy
+    sampling runs on, engine/_fused), plus a rough allowance for the transformer."""
     tensors: list[torch.Tensor] = [*model.generator.parameters(), *model.generator.buffers()]
     weights = sum(t.numel() * t.element_size() for t in tensors)
-    return weights + 64 * 1024 * max(1, len(model.transformer.columns))
+    return 2 * weights + 64 * 1024 * max(1, len(model.transformer.columns))

@@ -4,7 +4,7 @@ rows that meet the conditions, re-cut them into the client's chunks, encode, sen
 Why it is built this way:
 - Memory stays flat: one generated piece and less than one output chunk are
   alive at a time, whatever the row count.
-- Fast: the engine generates pieces of about 10,000 rows in a few large
+- Fast: the engine generates pieces of about 5,000 rows in a few large
   matrix products; typing, filtering and encoding are Arrow kernels over whole
   pieces (no Python per row or per cell).
 - Reproducible: the engine makes row *i* from (seed, i) alone, and filtering

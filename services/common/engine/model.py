@@ -13,7 +13,7 @@ forward is ``_fused.FusedGenerator`` (the same maths, fewer multiply-adds).
 
 Reproducibility and chunking: rows are produced in fixed *pieces* of
 ``piece_rows`` rows (a whole number of ``config.batch_size`` batch-norm groups,
-about 10,000 rows), and piece ``p`` draws all its randomness from its own
+about 5,000 rows), and piece ``p`` draws all its randomness from its own
 generator seeded by ``(seed, p)``; a piece is always computed whole. A row
 therefore depends only on ``seed``, its position and the condition, never on how
 many rows are asked or how they are chunked. So, on one device type and library
@@ -41,7 +41,7 @@ from services.common.engine.transformer import FastDataTransformer
 from services.common.errors import FieldViolation, InvalidArgument
 
 DEFAULT_CHUNK_ROWS = 10_000
-_PIECE_TARGET_ROWS = 10_000  # large enough for efficient matrix products, small enough to stream
+_PIECE_TARGET_ROWS = 5_000  # big enough for efficient matrix products, small enough to stream
 _MAX_SEED = 2**63 - 1
 
 
@@ -178,7 +178,7 @@ class TrainedModel:
 
     @property
     def piece_rows(self) -> int:
-        """Rows generated per step: whole batch-norm groups, about 10,000 rows."""
+        """Rows generated per step: whole batch-norm groups, about 5,000 rows."""
         batch = self.config.batch_size
         return batch * max(1, round(_PIECE_TARGET_ROWS / batch))
 
