@@ -6,6 +6,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
+from services.common.engine.device import available_cpus
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
@@ -16,8 +17,8 @@ from services.sampler.settings import SamplerSettings
 
 
 def build_server(settings: SamplerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
+    workers, threads = generation_threads(settings)
+    torch.set_num_threads(threads)
     registry = registry or CollectorRegistry()
     generated = Counter(
         "synth_sampler_rows_generated_total",
@@ -40,6 +41,7 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
             budget_floor=settings.condition_budget_floor,
         ),
         on_generated=generated.inc,
+        workers=workers,
     )
     bindings = [
         ServiceBinding(
@@ -49,3 +51,16 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
         ),
     ]
     return SynthServer("sampler", settings, bindings, registry=registry)
+
+
+def generation_threads(settings: SamplerSettings) -> tuple[int, int]:
+    """(pieces generated in parallel per request, torch threads in each).
+
+    Several single-threaded workers beat one piece at a time on all cores:
+    the random draws, Gumbel argmaxes and typing are single-threaded, and the
+    matrix products are no faster per core with more threads (measured on 2
+    cores: 2 workers x 1 thread ~300k rows/s, 1 x 2 ~235k).
+    """
+    cpus = available_cpus()
+    workers = settings.generation_workers or min(4, cpus)
+    return workers, settings.torch_threads or max(1, cpus // workers)

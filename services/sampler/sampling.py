@@ -20,10 +20,13 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -91,8 +94,10 @@ class RowSampler:
         cache: ModelCache,
         limits: SamplingLimits = SamplingLimits(),
         on_generated: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self._cache = cache
+        self._workers = max(1, workers)
         self._limits = limits
         self._on_generated = on_generated or (lambda _rows: None)
 
@@ -166,44 +171,54 @@ class RowSampler:
         stats dict; then it yields accepted typed rows until ``n`` are out."""
         stats = {"generated": 0, "accepted": 0}
         budget = n if not conditions else n * self._limits.budget_factor + self._limits.budget_floor
-        pieces = model.generate(seed, condition=steer)
+        piece_rows = model.piece_rows
+        pieces_allowed = math.ceil(budget / piece_rows)
+        position = model.condition_position(steer)
+        counting = threading.Lock()
 
-        def next_piece(delivered: int) -> pa.RecordBatch | None:
-            if stats["generated"] >= budget:
-                return None
-            alphas, codes = next(pieces)
+        def make(index: int) -> pa.RecordBatch:
+            alphas, codes = model.piece(seed, index, position)
             if not conditions:  # the engine computes whole pieces; only the rows still wanted count
-                alphas, codes = alphas[: n - delivered], codes[: n - delivered]
-            stats["generated"] += len(alphas)
-            self._on_generated(len(alphas))
+                wanted = n - index * piece_rows
+                alphas, codes = alphas[:wanted], codes[:wanted]
             typed = conditions.filter(typer.learned_batch(model.transformer.decode_codes(alphas, codes)))
-            stats["accepted"] += typed.num_rows
+            with counting:
+                stats["generated"] += len(alphas)
+                stats["accepted"] += typed.num_rows
+            self._on_generated(len(alphas))
             return typed
 
-        first = next_piece(0)
-        if conditions and first is not None:
+        piece = make(0)
+        if conditions:
             rate = stats["accepted"] / stats["generated"]
             if rate * budget < n:
                 raise _too_rare(n, stats, budget)
         yield stats
-        # The next piece is generated in a worker thread while this one is
-        # encoded and sent (torch, numpy and Arrow release the GIL); one piece
-        # ahead at most, and none once enough rows are in hand.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler-piece") as ahead:
-            piece: pa.RecordBatch | None = first
+        # Pieces are made by worker threads while earlier ones are encoded and
+        # sent (torch, numpy and Arrow release the GIL), at most one per worker
+        # ahead, and none once enough rows are in hand; they are taken in order.
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sampler-piece") as pool:
+            in_flight: deque[Future[pa.RecordBatch]] = deque()
+            next_index = 1
             delivered = 0
-            while piece is not None:
+            while True:
                 if not is_active():
                     log.info("client left; generation stopped", extra={"rows_generated": stats["generated"]})
+                    _cancel(in_flight)
                     return
                 take = piece.slice(0, n - delivered)
                 delivered += take.num_rows
-                following = ahead.submit(next_piece, delivered) if delivered < n else None
+                while delivered < n and len(in_flight) < self._workers and next_index < pieces_allowed:
+                    in_flight.append(pool.submit(make, next_index))
+                    next_index += 1
                 if take.num_rows:
                     yield take
-                if following is None:
+                if delivered >= n:
+                    _cancel(in_flight)
                     return
-                piece = following.result()
+                if not in_flight:
+                    break
+                piece = in_flight.popleft().result()
         raise _too_rare(n, stats, budget)
 
     def _validate(self, request: SampleRequest) -> int:
@@ -230,6 +245,11 @@ class RowSampler:
                 reason="TOO_MANY_ROWS",
             )
         return request.chunk_rows or self._limits.default_chunk_rows
+
+
+def _cancel(futures: deque[Future[pa.RecordBatch]]) -> None:
+    for future in futures:
+        future.cancel()  # those already running finish; their rows are counted as generated
 
 
 def _too_rare(n: int, stats: dict[str, int], budget: int) -> FailedPrecondition:

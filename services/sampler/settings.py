@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.errors import InvalidArgument
 from services.common.settings import ServerSettings
 
 ENV_PREFIX = "SYNTH_SAMPLER_"
@@ -25,5 +26,14 @@ class SamplerSettings(ServerSettings):
     model_cache_bytes: int = 1024 * 1024 * 1024
     # Device models run on: cpu, cuda or auto.
     device: str = "cpu"
-    # CPU threads torch may use (0: torch's default).
+    # Threads that generate pieces of rows in parallel for one request
+    # (0: the CPUs this process may use, at most 4).
+    generation_workers: int = 0
+    # CPU threads torch uses inside each of them (0: the CPUs / the workers).
     torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("generation_workers", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"{ENV_PREFIX}{name.upper()} must be 0 (automatic) or positive")

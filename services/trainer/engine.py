@@ -45,12 +45,10 @@ import contextlib
 import copy
 import hashlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,7 +58,7 @@ from ctgan.synthesizers.ctgan import Discriminator, Generator
 
 from services.common.engine._layout import SpanLayout, SpanOps
 from services.common.engine.config import TrainingConfig
-from services.common.engine.device import resolve_device
+from services.common.engine.device import available_cpus, resolve_device
 from services.common.engine.model import (
     EpochRecord,
     ModelMetadata,
@@ -124,29 +122,7 @@ def default_threads() -> int:
     this process may use (affinity and the cgroup CPU quota of a container).
     The trainer's settings should pass ``threads`` explicitly.
     """
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        available = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        available = min(available, max(1, int(quota)))
-    return max(1, min(2, available))
-
-
-def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
+    return max(1, min(2, available_cpus()))
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:

@@ -157,7 +157,7 @@ def test_thread_counts_fit_the_cpu_limit(objects: Objects) -> None:
         limit = _cpu(workload.container["resources"]["limits"]["cpu"])
         for name in ("torch_threads", "n_jobs"):
             if hasattr(settings, name):
-                threads = getattr(settings, name)
+                threads = getattr(settings, name) * getattr(settings, "generation_workers", 1)
                 assert 1 <= threads <= limit, f"{workload.name}: {name}={threads} with a CPU limit of {limit}"
 
 

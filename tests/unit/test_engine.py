@@ -439,8 +439,11 @@ def test_few_distinct_values_are_encoded_as_row_by_row(adult: tuple[pd.DataFrame
     np.testing.assert_array_equal(_component_cdf(column, distinct)[inverse], _component_cdf(column, x))
 
 
-def test_default_threads_respect_the_cgroup_cpu_quota(tmp_path: Path) -> None:
-    from services.trainer.engine import _cgroup_cpu_quota
+def test_cpu_count_respects_the_cgroup_cpu_quota(tmp_path: Path) -> None:
+    from services.common.engine.device import _cgroup_cpu_quota, available_cpus
+    from services.trainer.engine import default_threads
+
+    assert 1 <= default_threads() <= min(2, available_cpus())
 
     assert _cgroup_cpu_quota(tmp_path) is None  # no cgroup files: unknown
     (tmp_path / "cpu.max").write_text("max 100000\n")

@@ -1,6 +1,9 @@
-"""The one place where a torch device is chosen."""
+"""The one place where a torch device is chosen, and the CPUs this process may use."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
@@ -36,3 +39,31 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         f"invalid device {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'",
         violations=[FieldViolation("device", "expected 'auto', 'cpu', 'cuda' or 'cuda:N'")],
     )
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by the cgroup CPU quota
+    of its container (a pod limited to 2 CPUs on a 64-core node gets 2)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        available = min(available, max(1, int(quota)))
+    return max(1, available)
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None

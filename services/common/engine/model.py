@@ -252,20 +252,24 @@ class TrainedModel:
         ``p`` depends only on ``seed``, ``p`` and the condition. A condition on an
         unknown column or value is an ``InvalidArgument`` here, before any work.
         """
-        fixed = self._condition_position(condition) if condition is not None else None
-        return self._pieces(seed, fixed)
+        return self._pieces(seed, self.condition_position(condition))
 
     def _pieces(self, seed: int, fixed: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         piece = 0
         while True:
-            yield self._piece(seed, piece, fixed)
+            yield self.piece(seed, piece, fixed)
             piece += 1
 
-    def _condition_position(self, condition: Condition) -> int:
-        return int(self.condition_vector(condition)[0].argmax())
+    def condition_position(self, condition: Condition | None) -> int | None:
+        """Where ``condition`` sets the one-hot conditional vector (None: no condition).
+        An unknown column or value is an ``InvalidArgument``."""
+        return None if condition is None else int(self.condition_vector(condition)[0].argmax())
 
     @torch.no_grad()
-    def _piece(self, seed: int, piece: int, fixed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def piece(self, seed: int, piece: int, fixed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Piece number ``piece`` of ``generate(seed)``, on its own: pieces may be
+        made in any order, by several threads at once (for ``fixed``, see
+        ``condition_position``)."""
         # All randomness is drawn on the CPU from the piece's seed, whatever the
         # device: the noise by torch (its normal is the fastest here), the
         # conditions and the Gumbel noise by numpy (its float32 uniform and log are).
