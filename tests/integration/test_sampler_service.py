@@ -90,24 +90,22 @@ def test_same_seed_is_byte_identical_whatever_the_chunk_size(stub, tiny_model) -
     assert a != c
 
 
-def test_parallel_generation_gives_the_same_bytes(stub, tiny_model) -> None:  # type: ignore[no-untyped-def]
+def test_parallel_generation_gives_the_same_bytes(tiny_model) -> None:  # type: ignore[no-untyped-def]
     """Pieces made by several workers at once are delivered in order: the output is the one-worker output."""
-    conditions = [between("age", "30")]
-    server = start_sampler(tiny_model.store_dir, generation_workers=1, torch_threads=1)
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            one = sampling_pb2_grpc.SamplingServiceStub(channel)
-            expected = [sample(one, tiny_model.model_id, 23_456, seed=8, conditions=c)[1] for c in ([], conditions)]
-    finally:
-        server.stop(1)
-    server = start_sampler(tiny_model.store_dir, generation_workers=3, torch_threads=1)
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            three = sampling_pb2_grpc.SamplingServiceStub(channel)
-            got = [sample(three, tiny_model.model_id, 23_456, seed=8, conditions=c)[1] for c in ([], conditions)]
-    finally:
-        server.stop(1)
-    assert got == expected
+
+    def outputs(workers: int) -> list[bytes]:
+        server = start_sampler(tiny_model.store_dir, generation_workers=workers, torch_threads=1)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                stub = sampling_pb2_grpc.SamplingServiceStub(channel)
+                return [
+                    sample(stub, tiny_model.model_id, 23_456, seed=8, conditions=conditions)[1]
+                    for conditions in ([], [between("age", "30")])
+                ]
+        finally:
+            server.stop(1)
+
+    assert outputs(3) == outputs(1)
 
 
 def test_output_keeps_types_ranges_categories_and_column_order(stub, tiny_model) -> None:  # type: ignore[no-untyped-def]
