@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-from typing import Any
 
 from gateway.auth import hash_key, new_key
 from gateway.settings import ENV_PREFIX, GatewaySettings
 from services.common.errors import SynthError
 from services.common.logs import configure_logging
+from services.common.server import stop_on_signals
 from services.common.settings import from_env
 
 
@@ -32,6 +30,7 @@ def serve() -> int:
         return 2
     configure_logging("gateway", settings.log_level, settings.log_format)
     log = logging.getLogger("gateway")
+    stop = stop_on_signals()  # before "serving": a stop right after it must be graceful
     try:
         gateway = Gateway(settings)
     except SynthError as err:
@@ -52,14 +51,6 @@ def serve() -> int:
             "backends": gateway.backends.addresses,
         },
     )
-    stop = threading.Event()
-
-    def _handle(signum: int, _frame: Any) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _handle)
-    signal.signal(signal.SIGINT, _handle)
     stop.wait()
     gateway.stop()
     return 0

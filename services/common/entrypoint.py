@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from services.common.errors import SynthError
 from services.common.logs import configure_logging
-from services.common.server import SynthServer
+from services.common.server import SynthServer, stop_on_signals
 from services.common.settings import ServerSettings, from_env
 
 S = TypeVar("S", bound=ServerSettings)
@@ -24,9 +24,20 @@ def serve(service: str, settings_cls: type[S], prefix: str, build: Callable[[S],
         return 2
     configure_logging(service, settings.log_level, settings.log_format)
     log = logging.getLogger(f"services.{service}")
-    server = build(settings)
-    server.start()
+    stop = stop_on_signals()
+    try:
+        server = build(settings)
+        server.start()
+    except SynthError as err:  # e.g. a TLS file that is missing or not a certificate
+        log.error("refusing to start", extra={"reason": err.reason})
+        sys.stderr.write(f"{service}: refusing to start: {err}\n")
+        return 2
+    except (OSError, RuntimeError) as err:  # e.g. a port in use
+        log.error("cannot start", extra={"error": str(err)})
+        sys.stderr.write(f"{service}: cannot start: {err}\n")
+        return 2
     server.set_serving()
     log.info("serving", extra={"address": server.address, "store_dir": str(settings.store_dir)})
-    server.run_until_signal()
+    stop.wait()
+    server.stop()
     return 0

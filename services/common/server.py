@@ -385,13 +385,20 @@ class SynthServer:
 
     def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-        stop = threading.Event()
-
-        def _handle(signum: int, _frame: Any) -> None:
-            log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _handle)
-        signal.signal(signal.SIGINT, _handle)
-        stop.wait()
+        stop_on_signals().wait()
         self.stop()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets. Install it before the process says
+    it is serving: a supervisor that stops it right after must get a graceful
+    exit (status 0), not the default handler's kill."""
+    stop = threading.Event()
+
+    def _handle(signum: int, _frame: Any) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    return stop

@@ -180,3 +180,40 @@ def test_cli_upload_list_show_delete_json(tmp_path) -> None:  # type: ignore[no-
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     finally:
         platform.stop()
+
+
+def test_a_bad_tls_file_refuses_to_start_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    not_pem = tmp_path / "cert.pem"
+    not_pem.write_text("not a certificate\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SYNTH_SAMPLER_PORT": "0",
+        "SYNTH_SAMPLER_METRICS_PORT": "-1",
+        "SYNTH_SAMPLER_STORE_DIR": str(tmp_path / "store"),
+        "SYNTH_SAMPLER_TLS_CERT_FILE": str(not_pem),
+        "SYNTH_SAMPLER_TLS_KEY_FILE": str(not_pem),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "services.sampler"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2, run.stderr
+    assert "sampler: refusing to start" in run.stderr and "TLS_CERT_FILE" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_sigterm_right_after_serving_is_a_graceful_exit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The handler is installed before the process says it serves."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SYNTH_SAMPLER_PORT": "0",
+        "SYNTH_SAMPLER_METRICS_PORT": "-1",
+        "SYNTH_SAMPLER_STORE_DIR": str(tmp_path / "store"),
+        "SYNTH_SAMPLER_GRACE_SECONDS": "1",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "services.sampler"], env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"serving"' in line:
+            proc.terminate()
+            break
+    assert proc.wait(60) == 0
