@@ -282,6 +282,7 @@ class SynthServer:
                 # Let clients keep long watch streams alive with pings.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                *_connection_age_options(settings.max_connection_age_seconds),
             ],
         )
         for binding in self._bindings:
@@ -387,6 +388,14 @@ class SynthServer:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
         stop_on_signals().wait()
         self.stop()
+
+
+def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
+    if seconds <= 0:
+        return []
+    # No grace limit: a long sampling stream or training watch is never cut,
+    # only new calls move to a new connection.
+    return [("grpc.max_connection_age_ms", int(seconds * 1000))]
 
 
 def stop_on_signals() -> threading.Event:

@@ -32,6 +32,11 @@ class ServerSettings:
     max_workers: int = 32
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_seconds: float = 10.0
+    # Seconds after which a client connection is asked to reconnect (GOAWAY;
+    # calls in flight finish on it). Clients re-resolve DNS when they reconnect,
+    # which is how round-robin clients find replicas added by an autoscaler.
+    # 0: never.
+    max_connection_age_seconds: float = 0.0
     # The artifact store folder (a PVC mount in Kubernetes).
     store_dir: Path = Path("var/store")
     log_level: str = "INFO"

@@ -217,3 +217,36 @@ def test_sigterm_right_after_serving_is_a_graceful_exit(tmp_path) -> None:  # ty
             proc.terminate()
             break
     assert proc.wait(60) == 0
+
+
+def test_max_connection_age_moves_clients_to_a_new_connection(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After the age the server sends GOAWAY: the channel leaves READY (and would
+    re-resolve DNS), while a stream that was running finishes on the old connection."""
+    import threading
+    import time
+
+    server = build_sampler(
+        SamplerSettings(port=0, metrics_port=-1, store_dir=tmp_path / "store", max_connection_age_seconds=1)
+    ).start()
+    server.set_serving()
+    states: list[grpc.ChannelConnectivity] = []
+    left_ready = threading.Event()
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        if states and states[-1] == grpc.ChannelConnectivity.READY and state != state.READY:
+            left_ready.set()
+        states.append(state)
+
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            channel.subscribe(seen, try_to_connect=True)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            assert left_ready.wait(10), states
+            time.sleep(1.5)
+            assert watch.is_active(), "a call in flight is never cut by the age"
+            assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+            channel.unsubscribe(seen)
+    finally:
+        server.stop(1)
