@@ -156,7 +156,8 @@ def _category_lookup(col: ColumnInfo, values: Sequence[Any]) -> Any:
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
     texts = pd.Series([None if v is None else str(v) for v in values], dtype=object)
     if col.kind == ColumnKind.DATETIME:
-        stamps = pd.to_datetime(texts, errors="coerce")  # the str() of timestamps: ISO
+        # str() of timestamps: ISO 8601, with a fraction only where there is one
+        stamps = pd.to_datetime(texts, errors="coerce", format="ISO8601")
         seconds = (stamps - pd.Timestamp("1970-01-01", tz=stamps.dt.tz)) / pd.Timedelta(seconds=1)
         return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.to_numeric(texts, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

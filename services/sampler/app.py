@@ -53,7 +53,7 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
     return SynthServer("sampler", settings, bindings, registry=registry)
 
 
-def generation_threads(settings: SamplerSettings) -> tuple[int, int]:
+def generation_threads(settings: SamplerSettings, cpus: int | None = None) -> tuple[int, int]:
     """(pieces generated in parallel per request, torch threads in each).
 
     Several single-threaded workers beat one piece at a time on all cores:
@@ -61,6 +61,6 @@ def generation_threads(settings: SamplerSettings) -> tuple[int, int]:
     matrix products are no faster per core with more threads (measured on 2
     cores: 2 workers x 1 thread ~300k rows/s, 1 x 2 ~235k).
     """
-    cpus = available_cpus()
+    cpus = cpus or available_cpus()
     workers = settings.generation_workers or min(4, cpus)
     return workers, settings.torch_threads or max(1, cpus // workers)

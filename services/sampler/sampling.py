@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -174,31 +173,33 @@ class RowSampler:
         piece_rows = model.piece_rows
         pieces_allowed = math.ceil(budget / piece_rows)
         position = model.condition_position(steer)
-        counting = threading.Lock()
 
-        def make(index: int) -> pa.RecordBatch:
+        def make(index: int) -> tuple[int, pa.RecordBatch]:
             alphas, codes = model.piece(seed, index, position)
             if not conditions:  # the engine computes whole pieces; only the rows still wanted count
                 wanted = n - index * piece_rows
                 alphas, codes = alphas[:wanted], codes[:wanted]
-            typed = conditions.filter(typer.learned_batch(model.transformer.decode_codes(alphas, codes)))
-            with counting:
-                stats["generated"] += len(alphas)
-                stats["accepted"] += typed.num_rows
-            self._on_generated(len(alphas))
+            return len(alphas), conditions.filter(typer.learned_batch(model.transformer.decode_codes(alphas, codes)))
+
+        def taken(made: tuple[int, pa.RecordBatch]) -> pa.RecordBatch:
+            # Counted when taken, in order: the rows examined for this stream,
+            # whatever the number of workers (pieces made ahead and not needed
+            # are not part of the answer).
+            generated, typed = made
+            stats["generated"] += generated
+            stats["accepted"] += typed.num_rows
+            self._on_generated(generated)
             return typed
 
-        piece = make(0)
-        if conditions:
-            rate = stats["accepted"] / stats["generated"]
-            if rate * budget < n:
-                raise _too_rare(n, stats, budget)
+        piece = taken(make(0))
+        if conditions and hopeless(stats["accepted"], stats["generated"], budget, n):
+            raise _too_rare(n, stats, budget)
         yield stats
         # Pieces are made by worker threads while earlier ones are encoded and
         # sent (torch, numpy and Arrow release the GIL), at most one per worker
         # ahead, and none once enough rows are in hand; they are taken in order.
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sampler-piece") as pool:
-            in_flight: deque[Future[pa.RecordBatch]] = deque()
+            in_flight: deque[Future[tuple[int, pa.RecordBatch]]] = deque()
             next_index = 1
             delivered = 0
             while True:
@@ -218,7 +219,7 @@ class RowSampler:
                     return
                 if not in_flight:
                     break
-                piece = in_flight.popleft().result()
+                piece = taken(in_flight.popleft().result())
         raise _too_rare(n, stats, budget)
 
     def _validate(self, request: SampleRequest) -> int:
@@ -247,9 +248,17 @@ class RowSampler:
         return request.chunk_rows or self._limits.default_chunk_rows
 
 
-def _cancel(futures: deque[Future[pa.RecordBatch]]) -> None:
+def hopeless(accepted: int, generated: int, budget: int, n: int) -> bool:
+    """After the pilot: could not even a generous acceptance rate (the ~95% upper
+    bound, three more hits than seen) reach ``n`` rows within ``budget``? Only
+    then is the request refused at once; otherwise the budget decides, so a rare
+    but reachable condition is not refused for one unlucky piece."""
+    return (accepted + 3) / generated * budget < n
+
+
+def _cancel(futures: deque[Future[tuple[int, pa.RecordBatch]]]) -> None:
     for future in futures:
-        future.cancel()  # those already running finish; their rows are counted as generated
+        future.cancel()  # one already running finishes (at most a piece per worker); it is not counted
 
 
 def _too_rare(n: int, stats: dict[str, int], budget: int) -> FailedPrecondition:

@@ -93,18 +93,20 @@ def test_same_seed_is_byte_identical_whatever_the_chunk_size(stub, tiny_model) -
 def test_parallel_generation_gives_the_same_bytes(tiny_model) -> None:  # type: ignore[no-untyped-def]
     """Pieces made by several workers at once are delivered in order: the output is the one-worker output."""
 
-    def outputs(workers: int) -> list[bytes]:
+    def outputs(workers: int) -> list[tuple[bytes, int]]:
         server = start_sampler(tiny_model.store_dir, generation_workers=workers, torch_threads=1)
         try:
             with grpc.insecure_channel(server.address) as channel:
                 stub = sampling_pb2_grpc.SamplingServiceStub(channel)
-                return [
-                    sample(stub, tiny_model.model_id, 23_456, seed=8, conditions=conditions)[1]
-                    for conditions in ([], [between("age", "30")])
+                runs = [
+                    sample(stub, tiny_model.model_id, 23_456, seed=8, conditions=c)
+                    for c in ([], [between("age", "30")])
                 ]
+                return [(data, messages[-1].summary.rows_generated) for messages, data in runs]
         finally:
             server.stop(1)
 
+    # the same bytes, and the same rows counted as generated (pieces made ahead and not needed are not)
     assert outputs(3) == outputs(1)
 
 

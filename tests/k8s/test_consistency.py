@@ -10,6 +10,8 @@ import re
 
 from gateway.backends import SERVICE_BACKENDS, SERVICE_NAMES
 from services.common.settings import env_names
+from services.sampler.app import generation_threads
+from services.sampler.settings import SamplerSettings
 from tests.k8s.manifests import Objects, Workload, selector_matches
 
 MODULES = {
@@ -155,9 +157,13 @@ def test_thread_counts_fit_the_cpu_limit(objects: Objects) -> None:
     for workload in objects.workloads():
         settings = workload.settings()
         limit = _cpu(workload.container["resources"]["limits"]["cpu"])
+        if isinstance(settings, SamplerSettings):  # workers x torch threads each (0: automatic)
+            workers, threads = generation_threads(settings, cpus=max(1, int(limit)))
+            assert workers * threads <= max(1, limit), f"sampler: {workers} workers x {threads} threads"
+            continue
         for name in ("torch_threads", "n_jobs"):
             if hasattr(settings, name):
-                threads = getattr(settings, name) * getattr(settings, "generation_workers", 1)
+                threads = getattr(settings, name)
                 assert 1 <= threads <= limit, f"{workload.name}: {name}={threads} with a CPU limit of {limit}"
 
 

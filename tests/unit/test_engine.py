@@ -312,6 +312,24 @@ def test_fused_forward_is_ctgans_generator_per_batch(trained) -> None:  # type: 
         fused.forward(noise[:-1], picks[:-1], batch)  # not a whole number of batches
 
 
+@pytest.mark.parametrize(("dims", "cond_dim"), [((64, 32, 16), 7), ((16,), 0), ((8, 16, 32, 4), 3)])
+def test_fused_forward_handles_any_depth_and_no_conditional_vector(dims: tuple[int, ...], cond_dim: int) -> None:
+    from ctgan.synthesizers.ctgan import Generator
+
+    from services.common.engine._fused import FusedGenerator
+
+    torch.manual_seed(0)
+    embedding, data_dim, batch = 12, 9, 50
+    generator = Generator(embedding + cond_dim, dims, data_dim)
+    noise = torch.randn(batch * 3, embedding)
+    picks = torch.randint(0, cond_dim, (batch * 3,)) if cond_dim else None
+    inputs = noise if picks is None else torch.cat([noise, torch.nn.functional.one_hot(picks, cond_dim).float()], 1)
+    with torch.no_grad():
+        expected = torch.cat([generator.train()(inputs[g * batch : (g + 1) * batch]) for g in range(3)])
+    got = FusedGenerator(generator, embedding, cond_dim).forward(noise, picks, batch)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_gumbel_argmax_by_width_buckets_is_the_per_span_argmax(trained) -> None:  # type: ignore[no-untyped-def]
     ops, layout = trained._cpu_ops, trained.layout
     raw = torch.randn(257, layout.data_dim, generator=torch.Generator().manual_seed(0))

@@ -15,6 +15,7 @@ from services.common.codec import OutputTyper
 from services.common.tables import DATETIME_FORMATS, ColumnInfo, ColumnKind
 from services.sampler.conditions import Equals, InSet, Range, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder, datetime_format_for_arrow
+from services.sampler.sampling import hopeless
 
 DAY = 86_400.0
 COLUMNS = [
@@ -132,3 +133,19 @@ def test_arrow_stream_has_the_schema_first_and_the_end_marker_last(typer: Output
     table = pa.ipc.open_stream(data).read_all()
     assert table.schema == typer.schema and table.num_rows == 5
     assert table.column("age").to_pylist() == [17, 18, 44, 90, None]
+
+
+def test_a_datetime_learned_as_discrete_keeps_fractional_and_whole_seconds() -> None:
+    col = ColumnInfo("at", ColumnKind.DATETIME, 1, 3, datetime_format="%Y-%m-%d %H:%M:%S.%f")
+    categories = {"at": ["2020-01-01 00:00:00", "2020-01-01 00:00:01.500000", None]}
+    typer = OutputTyper([col, COLUMNS[1]], ["at", "age"], categories)
+    batch = typer.learned_batch([np.array([0, 1, 2]), np.array([20.0, 30.0, 40.0])])
+    # whole seconds, as every synthetic datetime (1.5 s rounds half to even)
+    assert batch.column("at").to_pylist() == [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 1, 0, 0, 2), None]
+
+
+def test_the_pilot_refuses_only_hopeless_conditions() -> None:
+    assert not hopeless(accepted=0, generated=5_000, budget=200_500, n=5)  # rare but reachable: keep going
+    assert hopeless(accepted=0, generated=5_000, budget=200_000, n=5_000)
+    assert hopeless(accepted=10, generated=10_000, budget=100_000, n=5_000)
+    assert not hopeless(accepted=500, generated=10_000, budget=100_000, n=5_000)

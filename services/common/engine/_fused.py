@@ -91,6 +91,8 @@ class FusedGenerator:
         rows = noise.shape[0]
         if rows % group_rows:
             raise ValueError(f"{rows} rows is not a whole number of {group_rows}-row groups")
+        if (picks is None) != (self.cond_dim == 0):
+            raise ValueError("picks are needed exactly when the generator has a conditional vector")
         pre = self._linear(noise, self._noise_weight)  # every layer's noise part
         pre += self._cond_table.index_select(0, picks) if picks is not None else self._cond_table  # condition + bias
         for j, (weight, bias, eps) in enumerate(self._norms):

@@ -42,6 +42,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 
 DEFAULT_CHUNK_ROWS = 10_000
 _PIECE_TARGET_ROWS = 5_000  # big enough for efficient matrix products, small enough to stream
+_PIECE_TARGET_VALUES = 5_000_000  # floats in a piece's widest buffer (rows x all layer widths)
 _MAX_SEED = 2**63 - 1
 
 
@@ -178,9 +179,13 @@ class TrainedModel:
 
     @property
     def piece_rows(self) -> int:
-        """Rows generated per step: whole batch-norm groups, about 5,000 rows."""
+        """Rows generated per step: whole batch-norm groups, about 5,000 rows,
+        fewer for wide models (thousands of categories) so that a piece's
+        buffers stay near 20 MB each."""
         batch = self.config.batch_size
-        return batch * max(1, round(_PIECE_TARGET_ROWS / batch))
+        width = sum(self.config.generator_dim) + self.layout.data_dim + 1
+        rows = min(_PIECE_TARGET_ROWS, _PIECE_TARGET_VALUES // width)
+        return batch * max(1, round(rows / batch))
 
     def generator_state(self) -> dict[str, torch.Tensor]:
         """The generator's weights and buffers as CPU tensors (what the artifact stores)."""
@@ -273,8 +278,9 @@ class TrainedModel:
         # All randomness is drawn on the CPU from the piece's seed, whatever the
         # device: the noise by torch (its normal is the fastest here), the
         # conditions and the Gumbel noise by numpy (its float32 uniform and log are).
-        if self._fused is None:
-            self._fused = FusedGenerator(self.generator, self.config.embedding_dim, self.layout.cond_dim)
+        fused = self._fused
+        if fused is None:  # two threads may both build it: harmless (the model is not changed after loading)
+            fused = self._fused = FusedGenerator(self.generator, self.config.embedding_dim, self.layout.cond_dim)
         rows = self.piece_rows
         piece_seed = _piece_seed(seed, piece)
         noise = torch.randn(rows, self.config.embedding_dim, generator=torch.Generator().manual_seed(piece_seed))
@@ -286,9 +292,7 @@ class TrainedModel:
             drawn = np.searchsorted(self._condition_cdf, rng.random(rows), side="right")
             picks = torch.from_numpy(np.minimum(drawn, self.layout.cond_dim - 1))
         device = self.device
-        raw = self._fused.forward(
-            noise.to(device), picks.to(device) if picks is not None else None, self.config.batch_size
-        )
+        raw = fused.forward(noise.to(device), picks.to(device) if picks is not None else None, self.config.batch_size)
         alphas, codes = self._cpu_ops.sample_codes(raw.float().cpu(), rng)
         return alphas.numpy(), codes.numpy()
 
