@@ -463,13 +463,25 @@ def test_cpu_count_respects_the_cgroup_cpu_quota(tmp_path: Path) -> None:
 
     assert 1 <= default_threads() <= min(2, available_cpus())
 
-    assert _cgroup_cpu_quota(tmp_path) is None  # no cgroup files: unknown
+    assert _cgroup_cpu_quota(tmp_path, membership="") is None  # no cgroup files: unknown
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_cpu_quota(tmp_path) is None  # unlimited
+    assert _cgroup_cpu_quota(tmp_path, membership="") is None  # unlimited
     (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert _cgroup_cpu_quota(tmp_path) == 1.5
+    assert _cgroup_cpu_quota(tmp_path, membership="") == 1.5
     (tmp_path / "cpu.max").unlink()
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert _cgroup_cpu_quota(tmp_path) == 0.5
+    assert _cgroup_cpu_quota(tmp_path, membership="") == 0.5
+    # a host that shows the container its place in the whole hierarchy
+    pod = tmp_path / "kubepods" / "pod1"
+    pod.mkdir(parents=True)
+    (pod / "cpu.max").write_text("200000 100000\n")
+    assert _cgroup_cpu_quota(tmp_path, membership="0::/kubepods/pod1\n") == 0.5  # the tighter one
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cgroup_cpu_quota(tmp_path, membership="0::/kubepods/pod1\n") == 2.0
+    v1 = tmp_path / "cpu" / "docker" / "c1"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_cpu_quota(tmp_path, membership="4:cpu,cpuacct:/docker/c1\n0::/\n") == 3.0

@@ -54,16 +54,44 @@ def available_cpus() -> int:
     return max(1, available)
 
 
-def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: str | None = None) -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown.
+
+    Looked up at this process's own cgroup (``/proc/self/cgroup``, for hosts that
+    show containers the whole hierarchy) and at the root (a container's private
+    cgroup namespace); the tightest quota wins."""
+    if membership is None:
+        try:
+            membership = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            membership = ""
+    v2_dirs, v1_dirs = [root], [root / "cpu"]
+    for line in membership.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/") or parts[2] == "/":
+            continue
+        relative = parts[2].lstrip("/")
+        if parts[0] == "0" and parts[1] == "":
+            v2_dirs.append(root / relative)
+        elif "cpu" in parts[1].split(","):
+            v1_dirs.append(root / "cpu" / relative)
+    quotas = [q for q in map(_v2_quota, v2_dirs) if q is not None]
+    quotas += [q for q in map(_v1_quota, v1_dirs) if q is not None]
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(folder: Path) -> float | None:
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
-        pass
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
     try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+        period_us = int((folder / "cpu.cfs_period_us").read_text())
         return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
