@@ -6,6 +6,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
+from services.common.engine.artifact import read_signing_key
 from services.common.engine.device import available_cpus
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
@@ -13,7 +14,7 @@ from services.common.store import ArtifactStore
 from services.sampler.model_cache import ModelCache
 from services.sampler.sampling import RowSampler, SamplingLimits
 from services.sampler.servicer import SamplingServicer
-from services.sampler.settings import SamplerSettings
+from services.sampler.settings import ENV_PREFIX, SamplerSettings
 
 
 def build_server(settings: SamplerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
@@ -29,7 +30,11 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
     store = ArtifactStore(settings.store_dir, owner="sampler")
     store.sweep()
     cache = ModelCache(
-        ModelRegistry(store), settings.model_cache_bytes, device=settings.device, on_change=cache_bytes.set
+        ModelRegistry(store),
+        settings.model_cache_bytes,
+        device=settings.device,
+        on_change=cache_bytes.set,
+        signing_key=read_signing_key(settings.artifact_key_file, f"{ENV_PREFIX}ARTIFACT_KEY_FILE"),
     )
     sampler = RowSampler(
         cache,

@@ -38,8 +38,10 @@ class ModelCache:
         *,
         device: str = "cpu",
         on_change: Callable[[int], None] | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self._registry = registry
+        self._signing_key = signing_key
         self._max_bytes = max_bytes
         self._device = device
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -72,7 +74,7 @@ class ModelCache:
                 entry = self._entries.get(model_id)
                 if entry is not None and entry.info.created_at == info.created_at:
                     return entry.model, entry.info
-            model = load_model(self._registry.folder(model_id), device=self._device)
+            model = load_model(self._registry.folder(model_id), device=self._device, signing_key=self._signing_key)
             size = _model_bytes(model)
             with self._lock:
                 self._entries[model_id] = _Entry(model, info, size)

@@ -31,6 +31,9 @@ class SamplerSettings(ServerSettings):
     generation_workers: int = 0
     # CPU threads torch uses inside each of them (0: the CPUs / the workers).
     torch_threads: int = 0
+    # The trainer's artifact signing key file: models without a valid
+    # signature are refused (DATA_LOSS). Empty: checksums only.
+    artifact_key_file: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()

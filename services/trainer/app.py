@@ -7,12 +7,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from synth.v1 import datasets_pb2, datasets_pb2_grpc, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
+from services.common.engine.artifact import read_signing_key
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
 from services.common.tables import DatasetRepository, IntakeLimits
 from services.trainer.dataset_servicer import DatasetServicer
-from services.trainer.settings import TrainerSettings
+from services.trainer.settings import ENV_PREFIX, TrainerSettings
 from services.trainer.training import Trainer
 from services.trainer.training_servicer import ModelServicer, TrainingServicer
 
@@ -36,6 +37,7 @@ def build_server(settings: TrainerSettings, registry: CollectorRegistry | None =
         max_queued=settings.max_queued_jobs,
         default_device=settings.device,
         threads=settings.torch_threads or None,
+        signing_key=read_signing_key(settings.artifact_key_file, f"{ENV_PREFIX}ARTIFACT_KEY_FILE"),
     )
     trainer.jobs.recover()
     trainer.jobs.start()

@@ -26,3 +26,6 @@ class TrainerSettings(ServerSettings):
     # CPU threads a training job uses (0: at most 2; CTGAN's small matrices
     # lose more to thread synchronisation than they gain beyond that: bench/).
     torch_threads: int = 0
+    # A file holding the key that signs model artifacts and checkpoints
+    # (HMAC-SHA256 over the manifest; at least 32 bytes). Empty: checksums only.
+    artifact_key_file: str = ""

@@ -54,8 +54,10 @@ class Trainer:
         max_queued: int = 16,
         default_device: str = "auto",
         threads: int | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self._store = store
+        self._signing_key = signing_key
         self._datasets = datasets
         self._registry = registry
         self._default_device = default_device
@@ -126,7 +128,7 @@ class Trainer:
         device = resolve_device(cfg["device"])
 
         checkpoint_dir = ctx.folder / CHECKPOINT_DIR
-        resume_state = _read_checkpoint(checkpoint_dir)
+        resume_state = _read_checkpoint(checkpoint_dir, self._signing_key)
         job.state, job.device = RUNNING, str(device)
         job.started_at = job.started_at or time.time()
         ctx.save()
@@ -161,7 +163,7 @@ class Trainer:
             )
 
         def on_checkpoint(state: dict[str, Any]) -> None:
-            _write_checkpoint(state, checkpoint_dir)
+            _write_checkpoint(state, checkpoint_dir, self._signing_key)
             ctx.event("checkpoint", epoch=int(state["epoch"]))
 
         if self._store.exists("models", job.model_id):
@@ -218,19 +220,19 @@ class Trainer:
             created_at=time.time(),
         )
         with self._store.staging() as staged:
-            save_model(trained, staged)
+            save_model(trained, staged, signing_key=self._signing_key)
             np.save(staged / HOLDOUT_FILE, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
             write_json_atomic(staged / METADATA_FILE, info.to_dict())
             self._store.commit(staged, "models", job.model_id)
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
 
 
-def _write_checkpoint(state: dict[str, Any], target: Path) -> None:
+def _write_checkpoint(state: dict[str, Any], target: Path, signing_key: bytes | None) -> None:
     """Replace the job's checkpoint folder without ever having none: write the
     new one beside it, then swap with two renames."""
     fresh, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
     shutil.rmtree(fresh, ignore_errors=True)
-    save_checkpoint(state, fresh)
+    save_checkpoint(state, fresh, signing_key=signing_key)
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.rename(target, old)
@@ -238,12 +240,12 @@ def _write_checkpoint(state: dict[str, Any], target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_checkpoint(target: Path) -> dict[str, Any] | None:
+def _read_checkpoint(target: Path, signing_key: bytes | None) -> dict[str, Any] | None:
     """The newest intact checkpoint (a crash may have left it mid-swap), or None."""
     for folder in (target, target.with_name(target.name + ".new"), target.with_name(target.name + ".old")):
         if folder.is_dir():
             try:
-                return load_checkpoint(folder)
+                return load_checkpoint(folder, signing_key=signing_key)
             except DataLoss:
                 log.warning("damaged checkpoint ignored", extra={"folder": folder.name})
     return None

@@ -303,3 +303,57 @@ def test_cli_train_shows_progress_and_models(tmp_path: Path) -> None:
         assert "succeeded" in jobs.stdout
     finally:
         platform.stop()
+
+
+def test_signed_artifacts_are_served_only_with_the_signing_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ARTIFACT_KEY_FILE: the trainer signs models and checkpoints; a sampler with
+    the key serves them, one with another key refuses them as DATA_LOSS."""
+    import json
+
+    from synth.v1 import sampling_pb2, sampling_pb2_grpc
+
+    from services.common.errors import InvalidArgument
+    from services.sampler.app import build_server as build_sampler
+    from services.sampler.settings import SamplerSettings
+
+    key, other = tmp_path / "key", tmp_path / "other"
+    key.write_text("a" * 64 + "\n")
+    other.write_text("b" * 64 + "\n")
+    store = tmp_path / "store"
+    trainer = build_server(
+        TrainerSettings(port=0, metrics_port=-1, store_dir=store, artifact_key_file=str(key))
+    ).start()
+    trainer.set_serving()
+    try:
+        with grpc.insecure_channel(trainer.address) as channel:
+            dataset = upload_bytes(channel, adult_slice(600))
+            model_id = train_and_wait(channel, dataset.id, epochs=1, **SMALL)
+    finally:
+        trainer.stop(1)
+    manifest = json.loads((ModelRegistry(ArtifactStore(store)).folder(model_id) / "manifest.json").read_text())
+    assert "hmac_sha256" in manifest
+
+    def first_chunk(key_file: Path) -> grpc.RpcError | int:
+        sampler = build_sampler(
+            SamplerSettings(port=0, metrics_port=-1, store_dir=store, artifact_key_file=str(key_file))
+        ).start()
+        sampler.set_serving()
+        try:
+            with grpc.insecure_channel(sampler.address) as channel:
+                stub = sampling_pb2_grpc.SamplingServiceStub(channel)
+                try:
+                    request = sampling_pb2.SampleRowsRequest(model_id=model_id, row_count=50, seed=1)
+                    return sum(m.chunk.row_count for m in stub.SampleRows(request, timeout=60))
+                except grpc.RpcError as err:
+                    return err
+        finally:
+            sampler.stop(1)
+
+    assert first_chunk(key) == 50
+    refused = first_chunk(other)
+    assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.DATA_LOSS
+    assert "signature" in refused.details()
+    short = tmp_path / "short"
+    short.write_text("too short\n")
+    with pytest.raises(InvalidArgument, match="ARTIFACT_KEY_FILE"):
+        build_sampler(SamplerSettings(port=0, metrics_port=-1, store_dir=store, artifact_key_file=str(short)))

@@ -46,7 +46,7 @@ from services.common.engine.config import TrainingConfig
 from services.common.engine.device import resolve_device
 from services.common.engine.model import ModelMetadata, TrainedModel, build_generator
 from services.common.engine.transformer import FastDataTransformer
-from services.common.errors import DataLoss, FailedPrecondition, SynthError
+from services.common.errors import DataLoss, FailedPrecondition, InvalidArgument, SynthError
 
 MODEL_FORMAT = "synth.ctgan-model"
 CHECKPOINT_FORMAT = "synth.ctgan-checkpoint-folder"
@@ -57,6 +57,30 @@ TRANSFORMER_FILE = "transformer.json"
 ENGINE_FILE = "engine.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 _ENGINE_FILES = (GENERATOR_FILE, TRANSFORMER_FILE, ENGINE_FILE)
+
+
+# -------------------------------------------------------------------- signing key
+
+MIN_KEY_BYTES = 32
+
+
+def read_signing_key(path: str, setting: str) -> bytes | None:
+    """The artifact signing key in file ``path`` (surrounding whitespace
+    stripped; at least 32 bytes, e.g. ``secrets.token_hex(32)``), or None when
+    ``path`` is empty. A missing or short key refuses the start, naming ``setting``."""
+    if not path:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise InvalidArgument(f"{setting}: cannot read {path}: {exc.strerror}", reason="BAD_SIGNING_KEY") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise InvalidArgument(
+            f"{setting}: the key in {path} has {len(key)} bytes; use at least {MIN_KEY_BYTES} "
+            '(python -c "import secrets; print(secrets.token_hex(32))")',
+            reason="BAD_SIGNING_KEY",
+        )
+    return key
 
 
 # ------------------------------------------------------------------------- models
