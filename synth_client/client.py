@@ -168,15 +168,14 @@ class SynthClient:
     @_translate_errors
     def list_datasets(self, page_size: int = 100) -> list[datasets_pb2.Dataset]:
         """Every dataset, newest first (follows page tokens)."""
-        items: list[datasets_pb2.Dataset] = []
-        token = ""
-        while True:
-            request = datasets_pb2.ListDatasetsRequest(page_size=page_size, page_token=token)
-            page = self._datasets.ListDatasets(request, timeout=self.timeout, metadata=self._md())
-            items.extend(page.datasets)
-            token = page.next_page_token
-            if not token:
-                return items
+        return self._all_pages(
+            lambda token: self._datasets.ListDatasets(
+                datasets_pb2.ListDatasetsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+                metadata=self._md(),
+            ),
+            "datasets",
+        )
 
     @_translate_errors
     def delete_dataset(self, dataset_id: str) -> None:

@@ -136,7 +136,7 @@ def test_separate_processes_like_synth_up(tmp_path) -> None:  # type: ignore[no-
             for path in [DATASETS / "pima_diabetes.csv", DATASETS / "nyc_taxis.csv"]:
                 dataset = client.upload_dataset(path)
                 assert dataset.row_count > 0
-            assert len(client.list_datasets()) == 2
+            assert len(client.list_datasets(page_size=1)) == 2  # two pages, followed
         text = metrics_text(platform.metrics_url("trainer"))
         assert 'grpc_method="UploadDataset"' in text
         # Logs are JSON lines with the service name.
