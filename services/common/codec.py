@@ -89,17 +89,13 @@ class OutputTyper:
         self.schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self.columns])
         by_name = {c.name: c for c in self.columns}
         self._learned = [by_name[name] for name in learned]
-        self._learned_schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self._learned])
+        self.learned_schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self._learned])
         self._lookups = {name: _category_lookup(by_name[name], values) for name, values in categories.items()}
-
-    @property
-    def learned_schema(self) -> pa.Schema:
-        return self._learned_schema
 
     def learned_batch(self, decoded: Sequence[np.ndarray]) -> pa.RecordBatch:
         """The learned columns, typed, from ``transformer.decode_codes`` output."""
         arrays = [self._typed(col, values) for col, values in zip(self._learned, decoded, strict=True)]
-        return pa.RecordBatch.from_arrays(arrays, schema=self._learned_schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.learned_schema)
 
     def complete(self, learned: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         """All columns in upload order: the learned ones plus fresh identifiers

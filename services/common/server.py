@@ -384,11 +384,6 @@ class SynthServer:
             self._metrics_http.server_close()
         log.info("stopped")
 
-    def run_until_signal(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-        stop_on_signals().wait()
-        self.stop()
-
 
 def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
     if seconds <= 0:

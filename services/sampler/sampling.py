@@ -2,8 +2,8 @@
 rows that meet the conditions, re-cut them into the client's chunks, encode, send.
 
 Why it is built this way:
-- Memory stays flat: one generated piece and less than one output chunk are
-  alive at a time, whatever the row count.
+- Memory stays flat: a generated piece per worker and less than one output
+  chunk are alive at a time, whatever the row count.
 - Fast: the engine generates pieces of about 5,000 rows in a few large
   matrix products; typing, filtering and encoding are Arrow kernels over whole
   pieces (no Python per row or per cell).
@@ -107,12 +107,10 @@ class RowSampler:
         columns = [ColumnInfo.from_dict(c) for c in info.columns]
         conditions = compile_conditions(request.conditions, columns)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        steer = EngineCondition(*conditions.steer) if conditions.steer else None
-        if steer is not None:
-            try:
-                model.condition_vector(steer)
-            except InvalidArgument:
-                steer = None  # the value is absent from the training rows (all held out): filter only
+        try:
+            steer = model.condition_position(EngineCondition(*conditions.steer) if conditions.steer else None)
+        except InvalidArgument:
+            steer = None  # the value is absent from the training rows (all held out): filter only
         transformer = model.transformer
         typer = OutputTyper(
             columns,
@@ -163,7 +161,7 @@ class RowSampler:
         n: int,
         seed: int,
         conditions: CompiledConditions,
-        steer: EngineCondition | None,
+        steer: int | None,
         is_active: Callable[[], bool],
     ) -> Iterator[pa.RecordBatch | dict[str, int]]:
         """A generator: first ``send(None)`` runs the pilot and returns the live
@@ -172,10 +170,9 @@ class RowSampler:
         budget = n if not conditions else n * self._limits.budget_factor + self._limits.budget_floor
         piece_rows = model.piece_rows
         pieces_allowed = math.ceil(budget / piece_rows)
-        position = model.condition_position(steer)
 
         def make(index: int) -> tuple[int, pa.RecordBatch]:
-            alphas, codes = model.piece(seed, index, position)
+            alphas, codes = model.piece(seed, index, steer)
             if not conditions:  # the engine computes whole pieces; only the rows still wanted count
                 wanted = n - index * piece_rows
                 alphas, codes = alphas[:wanted], codes[:wanted]

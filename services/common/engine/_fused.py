@@ -49,7 +49,6 @@ class FusedGenerator:
         self._widths = [fc.out_features for fc in layers]
         self._starts = [sum(self._widths[:k]) for k in range(len(layers))]
         self._norms = [(r.bn.weight.detach().clone(), r.bn.bias.detach().clone(), r.bn.eps) for r in residuals]
-        self.embedding_dim = embedding_dim
         self.cond_dim = cond_dim
         noise_parts, cond_parts, biases = [], [], []
         self._hidden_weights: list[torch.Tensor] = []
@@ -75,10 +74,6 @@ class FusedGenerator:
         # row c: what a one-hot on condition position c adds to every layer, bias included
         self._cond_table = (torch.cat(cond_parts).t() + bias).contiguous() if cond_dim else bias.view(1, -1)
         self._linear = _fastest_linear(self._noise_weight.device)
-
-    @property
-    def data_dim(self) -> int:
-        return self._widths[-1]
 
     @torch.no_grad()
     def forward(self, noise: torch.Tensor, picks: torch.Tensor | None, group_rows: int) -> torch.Tensor:
