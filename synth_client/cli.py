@@ -16,7 +16,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -217,10 +216,17 @@ def _start_platform(args: argparse.Namespace) -> LocalPlatform:
 
 
 def _wait_for_interrupt() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    """Until Ctrl-C or SIGTERM. The SIGTERM handler raises as Ctrl-C's does and
+    takes no lock: an ``Event.set`` there can deadlock against the main thread's
+    ``Event.wait``, which holds the event's lock when the signal lands."""
+
+    def _interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        stop.wait()
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
         pass
 

@@ -17,6 +17,7 @@ It adds, around a service's own servicers:
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -393,16 +394,36 @@ def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
     return [("grpc.max_connection_age_ms", int(seconds * 1000))]
 
 
-def stop_on_signals() -> threading.Event:
-    """An event that SIGTERM or SIGINT sets. Install it before the process says
-    it is serving: a supervisor that stops it right after must get a graceful
-    exit (status 0), not the default handler's kill."""
-    stop = threading.Event()
+class SignalStop:
+    """Waits for SIGTERM or SIGINT.
 
-    def _handle(signum: int, _frame: Any) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+    Install it before the process says it is serving: a supervisor that stops
+    it right after must get a graceful exit (status 0), not the default
+    handler's kill. The handler only writes the signal number to a pipe. A
+    handler that takes a lock (``Event.set``, logging) can deadlock: Python runs
+    it in the main thread, which may hold that very lock inside ``Event.wait``
+    when the signal lands (CI saw a SIGTERM right after "serving" hang).
+    """
 
-    signal.signal(signal.SIGTERM, _handle)
-    signal.signal(signal.SIGINT, _handle)
-    return stop
+    def __init__(self, signums: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        for signum in signums:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        try:
+            os.write(self._write_fd, bytes([signum]))
+        except BlockingIOError:  # the pipe is full of earlier signals: one is enough
+            pass
+
+    def wait(self) -> str:
+        """Block until a signal arrives; log it and return its name."""
+        name = signal.Signals(os.read(self._read_fd, 1)[0]).name
+        log.info("shutting down", extra={"signal": name})
+        return name
+
+
+def stop_on_signals() -> SignalStop:
+    """A :class:`SignalStop` for SIGTERM and SIGINT."""
+    return SignalStop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.common.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
 from services.common.logs import JsonFormatter, log_context
-from services.common.server import error_to_status
+from services.common.server import SignalStop, error_to_status
 from services.common.settings import ServerSettings, env_names, from_env
 from services.common.store import ArtifactStore, read_json, write_json_atomic
 from services.trainer.settings import ENV_PREFIX, TrainerSettings
@@ -115,3 +117,73 @@ def test_error_mapping_has_code_reason_and_field_violations() -> None:
     assert info.reason == "RAGGED_ROW"
     assert bad.field_violations[0].field == "rows[3]"
     assert error_to_status(DataLoss("bad checksum")).code == grpc.StatusCode.DATA_LOSS
+
+
+@pytest.fixture
+def restore_signal_handlers():  # type: ignore[no-untyped-def]
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_signal_stop_keeps_a_signal_that_came_before_the_wait(restore_signal_handlers) -> None:  # type: ignore[no-untyped-def]
+    stop = SignalStop()
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler runs now, before wait(): nothing is lost
+    assert stop.wait() == "SIGTERM"
+
+
+def test_signal_stop_handler_never_blocks(restore_signal_handlers) -> None:  # type: ignore[no-untyped-def]
+    """The handler writes to a non-blocking pipe; a storm of signals fills it and
+    the handler still returns (it must never block the main thread it runs on)."""
+    stop = SignalStop()
+    for _ in range(100_000):  # far more than a pipe buffer holds
+        stop._handle(signal.SIGINT, None)
+    assert stop.wait() == "SIGINT"
+
+
+_WAIT_IN_A_LOOP = """
+import logging, sys
+from services.common.server import SignalStop
+logging.disable(logging.CRITICAL)
+stop = SignalStop()
+print("ready", flush=True)
+while True:
+    stop.wait()
+    print(".", end="", flush=True)
+"""
+
+
+def test_a_storm_of_sigterms_never_wedges_the_wait() -> None:
+    """The CI hang: ``Event.set`` in the handler deadlocked against the main
+    thread's ``Event.wait`` holding the event's lock (the old code stuck within
+    about a second of this storm here). The pipe keeps waking the loop."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WAIT_IN_A_LOOP], stdout=subprocess.PIPE, cwd=os.getcwd(), env={**os.environ}
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        os.set_blocking(child.stdout.fileno(), False)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            for _ in range(500):
+                os.kill(child.pid, signal.SIGTERM)
+            time.sleep(0.02)
+            child.stdout.read()  # drain, so the child never blocks on a full pipe
+        time.sleep(0.2)
+        child.stdout.read()
+        os.kill(child.pid, signal.SIGTERM)  # after the storm, one more signal still wakes it
+        woke = b""
+        until = time.monotonic() + 10
+        while not woke and time.monotonic() < until:
+            time.sleep(0.05)
+            woke = child.stdout.read() or b""
+        assert woke, "the wait loop stopped waking on signals"
+    finally:
+        child.kill()
+        child.wait()
