@@ -734,6 +734,7 @@ def _upload_header(fields: dict[str, list[str]], length: int | None) -> datasets
         encoding=one("encoding"),
         missing_markers=[m for m in fields.get("missing_marker", [])],
         total_bytes=length or 0,
+        request_id=one("request_id"),
     )
     for item in fields.get("kind", []):
         column, sep, kind = item.partition("=")

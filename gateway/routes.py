@@ -65,7 +65,8 @@ ROUTES: tuple[Route, ...] = (
             "The body is the file itself (any content type, e.g. `text/csv`; `Transfer-Encoding: chunked` "
             "works) or `multipart/form-data` with the file in a part named `file` (other fields before it). "
             "Header fields come from the query string or form fields: `display_name`, `encoding`, "
-            "`missing_marker` (repeatable) and `kind` (repeatable, `column=categorical`). Larger than the "
+            "`missing_marker` (repeatable), `kind` (repeatable, `column=categorical`) and `request_id` (a UUID: "
+            "a retry with the same one returns the dataset already stored). Larger than the "
             "upload limit: 413. The table is validated and typed; a bad file gives 400 with the row or "
             "column named in `details`, and nothing is stored."
         ),

@@ -44,6 +44,21 @@ _KINDS = {
 T = TypeVar("T")
 
 
+def _retry_unavailable(call: Callable[[], T], retries: int) -> T:
+    """``call()``, and up to ``retries`` more times after a short backoff while
+    the server is unreachable (UNAVAILABLE: a restart, a dropped connection).
+    Only for calls that are safe to repeat: creates that send a request id
+    (AIP-155), so a retry never makes a second item."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
+                raise
+            time.sleep(min(0.25 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
 def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -68,6 +83,7 @@ class SynthClient:
         evaluator: str | None = None,
         timeout: float = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
+        retries: int = 3,
     ) -> None:
         targets = {
             "trainer": trainer or address or DEFAULT_ADDRESSES["trainer"],
@@ -76,6 +92,7 @@ class SynthClient:
         }
         self.targets = targets
         self.timeout = timeout
+        self.retries = retries  # of uploads and training starts while a server is unreachable
         self._metadata = tuple(metadata)
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         self._channels = {name: grpc.insecure_channel(t, options=options) for name, t in targets.items()}
@@ -124,10 +141,15 @@ class SynthClient:
         chunk_bytes: int = CHUNK_BYTES,
         on_progress: Callable[[int, int], None] | None = None,
         timeout: float | None = None,
+        request_id: str | None = None,
     ) -> datasets_pb2.Dataset:
         """Upload a CSV (optionally gzip-compressed) file or bytes; returns the
         stored dataset with its inferred schema. ``kinds`` overrides column kinds
-        (continuous, categorical, datetime, identifier, free_text)."""
+        (continuous, categorical, datetime, identifier, free_text).
+
+        An unreachable trainer is retried with the whole file under one
+        ``request_id`` (a new UUID unless given), so a retry of an upload that
+        was in fact stored returns that dataset instead of a second copy."""
         overrides = {}
         for column, kind in (kinds or {}).items():
             if kind not in _KINDS:
@@ -144,6 +166,7 @@ class SynthClient:
             kind_overrides=overrides,
             missing_markers=list(missing_markers),
             total_bytes=total,
+            request_id=request_id or str(uuid.uuid4()),
         )
 
         def messages() -> Iterator[datasets_pb2.UploadDatasetRequest]:
@@ -155,8 +178,11 @@ class SynthClient:
                 if on_progress:
                     on_progress(sent, total)
 
-        response = self._datasets.UploadDataset(
-            messages(), timeout=timeout or max(self.timeout, 600.0), metadata=self._md()
+        response = _retry_unavailable(
+            lambda: self._datasets.UploadDataset(
+                messages(), timeout=timeout or max(self.timeout, 600.0), metadata=self._md()
+            ),
+            self.retries,
         )
         return response.dataset
 
@@ -203,11 +229,14 @@ class SynthClient:
         seed: int | None = None,
         holdout_fraction: float | None = None,
         device: str = "auto",
+        request_id: str | None = None,
         **config: Any,
     ) -> training_pb2.TrainingJob:
         """Queue a training job; returns at once. Unset values take CTGAN's
         defaults (300 epochs, batch 500). Extra keyword arguments are
-        TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...)."""
+        TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...).
+        Retried under one ``request_id`` when the trainer is unreachable: never
+        two jobs for one call."""
         msg = training_pb2.TrainingConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -223,8 +252,12 @@ class SynthClient:
             msg.seed = seed
         if holdout_fraction is not None:
             msg.holdout_fraction = holdout_fraction
-        request = training_pb2.StartTrainingRequest(dataset_id=dataset_id, config=msg)
-        return self._training.StartTraining(request, timeout=self.timeout, metadata=self._md()).job
+        request = training_pb2.StartTrainingRequest(
+            dataset_id=dataset_id, config=msg, request_id=request_id or str(uuid.uuid4())
+        )
+        return _retry_unavailable(
+            lambda: self._training.StartTraining(request, timeout=self.timeout, metadata=self._md()), self.retries
+        ).job
 
     @_translate_errors
     def get_job(self, job_id: str) -> training_pb2.TrainingJob:

@@ -10,6 +10,10 @@ Why the rules below:
   in its own ``.staging/<owner>/`` so one service's sweep never removes
   another's upload in progress (the store may be a volume several share).
 - Deleting renames the item into ``.trash/`` first, so it disappears atomically.
+- A create call that carries an idempotency key (AIP-155 ``request_id``) stores
+  the key inside the item it made (``request.json``), committed with it in the
+  same rename: a crash can never leave an item without its key, or a key
+  without its item, and deleting the item forgets the key.
 """
 
 from __future__ import annotations
@@ -21,14 +25,43 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 KINDS = {"datasets": "ds", "models": "mdl", "jobs": "job", "reports": "rpt"}
 _ID_PATTERN = re.compile(r"^(ds|mdl|job|rpt)-[0-9a-f]{16}$")
+REQUEST_FILE = "request.json"
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A create call's idempotency key and a digest of what it asked for: a
+    retry must ask for the same thing to get the same item back."""
+
+    request_id: str
+    digest: str
+
+
+def request_key(request_id: str, digest: str, field: str = "request_id") -> RequestKey | None:
+    """The key for a ``request_id`` as sent (None when it is empty). It must be
+    a UUID (AIP-155); it is kept in canonical lower-case form."""
+    if not request_id:
+        return None
+    try:
+        canonical = str(uuid.UUID(request_id))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidArgument(
+            f"{field} must be a UUID such as {uuid.uuid4()}, got {request_id[:64]!r}",
+            reason="MALFORMED_REQUEST_ID",
+            violations=[FieldViolation(field, "not a UUID")],
+        ) from None
+    return RequestKey(canonical, digest)
 
 
 class ArtifactStore:
@@ -40,6 +73,7 @@ class ArtifactStore:
         self._trash = self.root / ".trash" / owner
         self._staging.mkdir(parents=True, exist_ok=True)
         self._trash.mkdir(parents=True, exist_ok=True)
+        self._creating = threading.Lock()  # a key's lookup and its item's commit are one step
 
     # ---- ids and paths -------------------------------------------------
     @staticmethod
@@ -103,6 +137,45 @@ class ArtifactStore:
         os.rename(staged, target)
         _fsync_dir(target.parent)
         return target
+
+    # ---- idempotent creation (AIP-155) -------------------------------------
+    def find_request(self, kind: str, key: RequestKey | None) -> str | None:
+        """The id of the item that ``key``'s request already made, or None.
+        The same request id with another digest is an ``InvalidArgument``."""
+        if key is None:
+            return None
+        for item_id in self.list_ids(kind):
+            try:
+                stored = read_json(self.root / kind / item_id / REQUEST_FILE)
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue  # made without a key, deleted meanwhile, or unreadable: not this request
+            if stored.get("request_id") != key.request_id:
+                continue
+            if stored.get("digest") != key.digest:
+                raise InvalidArgument(
+                    f"request_id {key.request_id} was already used for a different request "
+                    f"(it made {item_id}); use a new request_id for a new request",
+                    reason="REQUEST_ID_REUSED",
+                    violations=[FieldViolation("request_id", f"already used for a different request ({item_id})")],
+                )
+            return item_id
+        return None
+
+    def commit_once(self, staged: Path, kind: str, item_id: str, key: RequestKey | None) -> tuple[str, bool]:
+        """:meth:`commit`, unless ``key``'s request already made an item:
+        ``(id, True)`` for a new item, ``(existing id, False)`` otherwise (the
+        staged folder is then left for its context to remove). Two concurrent
+        calls with one key make one item."""
+        if key is None:
+            self.commit(staged, kind, item_id)
+            return item_id, True
+        with self._creating:
+            existing = self.find_request(kind, key)
+            if existing is not None:
+                return existing, False
+            write_json_atomic(staged / REQUEST_FILE, {"request_id": key.request_id, "digest": key.digest})
+            self.commit(staged, kind, item_id)
+            return item_id, True
 
     def delete(self, kind: str, item_id: str) -> None:
         folder = self.existing(kind, item_id)

@@ -99,7 +99,7 @@ from services.common.errors import (
     NotFound,
     ResourceExhausted,
 )
-from services.common.store import ArtifactStore, read_json, write_json_atomic
+from services.common.store import ArtifactStore, RequestKey, read_json, request_key, write_json_atomic
 
 __all__ = [
     "DATETIME_FORMATS",
@@ -335,9 +335,13 @@ class DatasetRepository:
         encoding: str = "utf-8",
         kind_overrides: Mapping[str, ColumnKind | str] | None = None,
         missing_markers: Sequence[str] | None = None,
+        request_id: str = "",
     ) -> Upload:
         """Start an upload. The arguments are checked now (InvalidArgument);
-        the table itself is checked by :meth:`Upload.commit`."""
+        the table itself is checked by :meth:`Upload.commit`. With a
+        ``request_id`` (a UUID, AIP-155) a retried upload returns the dataset
+        the first one stored instead of storing it twice."""
+        request_key(request_id, "", field="header.request_id")  # a malformed id fails now, before any bytes
         return Upload(
             self._store,
             self.limits,
@@ -345,6 +349,7 @@ class DatasetRepository:
             codec=_check_encoding(encoding),
             overrides=_check_overrides(kind_overrides),
             markers=_check_markers(missing_markers),
+            request_id=request_id,
         )
 
     # ---- read ---------------------------------------------------------------
@@ -482,8 +487,10 @@ class Upload:
         codec: codecs.CodecInfo,
         overrides: dict[str, ColumnKind],
         markers: list[str],
+        request_id: str = "",
     ) -> None:
         self._store = store
+        self._request_id = request_id
         self._limits = limits
         self._display_name = display_name
         self._codec = codec
@@ -565,18 +572,25 @@ class Upload:
             self._finish_inflate()
             assert self._sink is not None and self._dir is not None
             self._sink.close()
-            info = _build_dataset(
-                self._dir,
-                dataset_id=self._store.new_id("datasets"),
-                display_name=self._display_name,
-                codec=self._codec,
-                overrides=self._overrides,
-                markers=self._markers,
-                limits=self._limits,
-            )
-            self._store.commit(self._dir, "datasets", info.id)
+            key = self._request_key()
+            earlier = self._store.find_request("datasets", key)  # a retry: skip the parse
+            if earlier is None:
+                info = _build_dataset(
+                    self._dir,
+                    dataset_id=self._store.new_id("datasets"),
+                    display_name=self._display_name,
+                    codec=self._codec,
+                    overrides=self._overrides,
+                    markers=self._markers,
+                    limits=self._limits,
+                )
+                stored_id, created = self._store.commit_once(self._dir, "datasets", info.id, key)
+                if not created:  # a concurrent retry stored it first
+                    earlier = stored_id
+            if earlier is not None:
+                info = _read_info(self._store.existing("datasets", earlier), earlier)
             self._state = "committed"
-            self._stack.close()  # the staging folder was moved away: nothing to remove
+            self._stack.close()  # the staging folder was moved away or is a duplicate: removed
             return info
         except BaseException:
             self._fail()
@@ -591,6 +605,18 @@ class Upload:
         self._close()
 
     # ---- internals ------------------------------------------------------------
+    def _request_key(self) -> RequestKey | None:
+        """What a retry must repeat: the bytes as uploaded and every header option."""
+        what = {
+            "sha256": self._sha.hexdigest(),
+            "display_name": self._display_name,
+            "encoding": self._codec.name,
+            "kind_overrides": {name: kind.value for name, kind in sorted(self._overrides.items())},
+            "missing_markers": list(self._markers),
+        }
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+        return request_key(self._request_id, digest, field="header.request_id")
+
     def _require_open(self) -> None:
         if self._state != "open":
             raise FailedPrecondition(f"this upload is already {self._state}", reason="UPLOAD_CLOSED")

@@ -36,6 +36,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             encoding=header.encoding or "utf-8",
             kind_overrides=overrides,
             missing_markers=list(header.missing_markers) or None,
+            request_id=header.request_id,
         ) as upload:
             for index, message in enumerate(request_iterator, start=1):
                 if message.WhichOneof("part") != "chunk":

@@ -37,7 +37,7 @@ from services.common.errors import (
 )
 from services.common.logs import log_context
 from services.common.models import encode_page_token, page_window
-from services.common.store import ArtifactStore, read_json, write_json_atomic
+from services.common.store import ArtifactStore, RequestKey, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,13 @@ class JobManager:
             worker.join(max(0.1, deadline - time.monotonic()))
 
     # ---- requests -------------------------------------------------------
-    def create(self, dataset_id: str, config: dict[str, Any]) -> JobRecord:
+    def create(self, dataset_id: str, config: dict[str, Any], request: RequestKey | None = None) -> JobRecord:
+        """Queue a new job; with ``request``, the job that request already made
+        (in its current state) when it is a retry."""
         with self._lock:
+            earlier = self._store.find_request("jobs", request)
+            if earlier is not None:
+                return self.get(earlier)
             queued = sum(1 for j in self._unfinished() if j.state == QUEUED)
             if queued >= self._max_queued:
                 raise ResourceExhausted(
@@ -180,8 +185,8 @@ class JobManager:
                 write_json_atomic(staged / "job.json", job.to_dict())
                 events = _EventLog(staged / "events.jsonl")
                 events.append("queued", position=queued)
-                folder = self._store.commit(staged, "jobs", job.id)
-            self._logs[job.id] = _EventLog(folder / "events.jsonl")
+                self._store.commit_once(staged, "jobs", job.id, request)  # under self._lock: no one else made it
+            self._logs[job.id] = _EventLog(self._store.existing("jobs", job.id) / "events.jsonl")
             self._queue.put(job.id)
             self._changed.notify_all()
         log.info("job queued", extra={"job_id": job.id, "dataset_id": dataset_id})

@@ -4,6 +4,8 @@ table, hold out rows, drive the engine, checkpoint, publish the model)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -30,7 +32,7 @@ from services.common.models import (
     ModelRegistry,
     fingerprint_indices,
 )
-from services.common.store import ArtifactStore, write_json_atomic
+from services.common.store import ArtifactStore, request_key, write_json_atomic
 from services.common.tables import DatasetRepository
 from services.trainer.engine import EpochStats, TrainingCancelled, train
 from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
@@ -64,11 +66,18 @@ class Trainer:
         self._threads = threads
         self.jobs = JobManager(store, self._run, concurrency=concurrency, max_queued=max_queued)
 
-    def start(self, dataset_id: str, overrides: dict[str, Any]) -> JobRecord:
-        """Validate and queue a job; returns at once."""
+    def start(self, dataset_id: str, overrides: dict[str, Any], request_id: str = "") -> JobRecord:
+        """Validate and queue a job; returns at once. A retry with the same
+        ``request_id`` (AIP-155) gets the job the first call queued, even if
+        the dataset has gone or the queue has filled up since."""
+        asked = json.dumps({"dataset_id": dataset_id, "config": overrides}, sort_keys=True, default=str)
+        key = request_key(request_id, hashlib.sha256(asked.encode()).hexdigest())
+        earlier = self._store.find_request("jobs", key)
+        if earlier is not None:
+            return self.jobs.get(earlier)
         dataset = self._datasets.get(dataset_id)  # NOT_FOUND first: the clearest error
         config = self.effective_config(overrides, [c.name for c in dataset.columns])
-        return self.jobs.create(dataset_id, config)
+        return self.jobs.create(dataset_id, config, key)
 
     def effective_config(self, overrides: dict[str, Any], columns: list[str]) -> dict[str, Any]:
         unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS

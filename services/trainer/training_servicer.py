@@ -149,7 +149,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._trainer = trainer
 
     def StartTraining(self, request, context):  # type: ignore[no-untyped-def]
-        job = self._trainer.start(request.dataset_id, config_from_proto(request.config))
+        job = self._trainer.start(request.dataset_id, config_from_proto(request.config), request.request_id)
         return training_pb2.StartTrainingResponse(job=job_to_proto(job))
 
     def GetTrainingJob(self, request, context):  # type: ignore[no-untyped-def]

@@ -124,6 +124,35 @@ def test_upload_a_real_csv_then_list_get_preview_delete(gateway) -> None:  # typ
 
 
 @pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
+def test_a_request_id_makes_http_uploads_and_job_starts_safe_to_retry(gateway) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    data = PIMA.read_bytes()
+    upload_id = str(uuid.uuid4())
+    path = f"/v1/datasets?display_name=pima.csv&request_id={upload_id}"
+    first, again = (request(gateway, "POST", path, data, {"Content-Type": "text/csv"}) for _ in range(2))
+    assert first.status == again.status == 200, first.body
+    dataset_id = first.json()["dataset"]["id"]
+    assert again.json()["dataset"]["id"] == dataset_id
+    assert [d["id"] for d in request(gateway, "GET", "/v1/datasets").json()["datasets"]] == [dataset_id]
+
+    start = {
+        "dataset_id": dataset_id,
+        "config": {"epochs": 1, "batch_size": 100, "generator_dims": [16], "discriminator_dims": [16]},
+        "request_id": str(uuid.uuid4()),
+    }
+    jobs = [
+        request(gateway, "POST", "/v1/jobs", json.dumps(start), {"Content-Type": "application/json"}) for _ in range(2)
+    ]
+    assert [j.status for j in jobs] == [200, 200], jobs[0].body
+    assert jobs[0].json()["job"]["id"] == jobs[1].json()["job"]["id"]
+    assert len(request(gateway, "GET", "/v1/jobs").json()["jobs"]) == 1
+    start["config"]["epochs"] = 2
+    reused = request(gateway, "POST", "/v1/jobs", json.dumps(start), {"Content-Type": "application/json"})
+    assert reused.status == 400 and reused.json()["error"]["details"][0]["reason"] == "REQUEST_ID_REUSED"
+
+
+@pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 def test_multipart_and_chunked_uploads(gateway) -> None:  # type: ignore[no-untyped-def]
     data = PIMA.read_bytes()
     body, content_type = multipart({"display_name": "form.csv", "missing_marker": "-"}, "pima_diabetes.csv", data)
