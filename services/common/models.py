@@ -8,7 +8,6 @@ The trainer writes models; the sampler and evaluator only read them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import DataLoss, InvalidArgument
-from services.common.store import ArtifactStore, read_json
+from services.common.errors import DataLoss
+from services.common.store import ArtifactStore, load_page, read_json
 
 METADATA_FILE = "model.json"
 HOLDOUT_FILE = "holdout_indices.npy"
@@ -89,30 +88,8 @@ class ModelRegistry:
         return indices
 
     def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[ModelInfo], str]:
-        ids = list(reversed(self._store.list_ids("models")))
-        start, size = page_window(page_size, page_token, len(ids))
-        items = [self.get(i) for i in ids[start : start + size]]
-        return items, encode_page_token(start + size) if start + size < len(ids) else ""
+        ids, token = self._store.page("models", page_size, page_token)
+        return load_page(ids, self.get), token
 
     def delete(self, model_id: str) -> None:
         self._store.delete("models", model_id)
-
-
-def page_window(page_size: int, page_token: str, total: int) -> tuple[int, int]:
-    """(offset, size) for AIP-158 pagination: size 0 means 50, capped at 1000."""
-    if page_size < 0:
-        raise InvalidArgument("page_size must not be negative", reason="BAD_PAGE_SIZE")
-    size = min(page_size or 50, 1000)
-    if not page_token:
-        return 0, size
-    try:
-        offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("offset:"))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this server issued", reason="BAD_PAGE_TOKEN") from None
-    if offset < 0 or offset > total:
-        raise InvalidArgument("page_token is out of range", reason="BAD_PAGE_TOKEN")
-    return offset, size
-
-
-def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()

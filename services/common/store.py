@@ -10,6 +10,12 @@ Why the rules below:
   in its own ``.staging/<owner>/`` so one service's sweep never removes
   another's upload in progress (the store may be a volume several share).
 - Deleting renames the item into ``.trash/`` first, so it disappears atomically.
+- Every item gets an empty ``.created`` file when it is committed: its mtime
+  is the item's creation time. The folder's own mtime is not: it changes each
+  time a file inside is replaced (a job's record is rewritten at every epoch).
+  Listings are ordered by it, newest first, and page by it (AIP-158 tokens
+  that name the last item returned, so a page never shifts when items are
+  added or deleted between calls).
 - A create call that carries an idempotency key (AIP-155 ``request_id``) stores
   the key inside the item it made (``request.json``), committed with it in the
   same rename: a crash can never leave an item without its key, or a key
@@ -18,6 +24,8 @@ Why the rules below:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -27,16 +35,20 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 KINDS = {"datasets": "ds", "models": "mdl", "jobs": "job", "reports": "rpt"}
 _ID_PATTERN = re.compile(r"^(ds|mdl|job|rpt)-[0-9a-f]{16}$")
 REQUEST_FILE = "request.json"
+CREATED_FILE = ".created"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,11 +122,40 @@ class ArtifactStore:
             return False
 
     def list_ids(self, kind: str) -> list[str]:
-        """Ids of committed items, oldest first (by folder mtime, then id)."""
-        folder = self.root / kind
-        items = [p for p in folder.iterdir() if p.is_dir() and _ID_PATTERN.match(p.name)]
-        items.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
-        return [p.name for p in items]
+        """Ids of committed items, oldest first (by creation time, then id)."""
+        return [item_id for _, item_id in sorted(self._created_keys(kind))]
+
+    def page(self, kind: str, page_size: int = 0, page_token: str = "") -> tuple[list[str], str]:
+        """One page of ids, newest first (AIP-158): ``(ids, next_page_token)``,
+        the token ``""`` after the last page. ``page_size`` 0 means 50; at most
+        1000. The token names the last id returned, so the next page starts
+        right after it whatever was added or deleted in between."""
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 0:
+            raise InvalidArgument(
+                f"page_size must be 0 or more, got {page_size!r}",
+                reason="INVALID_PAGE_SIZE",
+                violations=[FieldViolation("page_size", "must be 0 or more")],
+            )
+        size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+        keys = sorted(self._created_keys(kind), reverse=True)
+        if page_token:
+            after = _decode_page_token(page_token)
+            keys = [key for key in keys if key < after]
+        page = keys[:size]
+        token = _encode_page_token(page[-1]) if len(keys) > size else ""
+        return [item_id for _, item_id in page], token
+
+    def _created_keys(self, kind: str) -> list[tuple[int, str]]:
+        """(creation time, id) of every committed item."""
+        keys = []
+        for folder in (self.root / kind).iterdir():
+            if not _ID_PATTERN.match(folder.name) or not folder.is_dir():
+                continue
+            # Items from before the marker fall back to the folder's mtime.
+            created = _mtime_ns(folder / CREATED_FILE) or _mtime_ns(folder)
+            if created is not None:  # None: deleted meanwhile
+                keys.append((created, folder.name))
+        return keys
 
     # ---- atomic creation -----------------------------------------------
     @contextlib.contextmanager
@@ -133,6 +174,7 @@ class ArtifactStore:
         target = self.path(kind, item_id)
         if target.exists():
             raise AlreadyExists(f"{kind[:-1]} {item_id} already exists")
+        (staged / CREATED_FILE).touch()
         _fsync_tree(staged)
         os.rename(staged, target)
         _fsync_dir(target.parent)
@@ -226,3 +268,42 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_page(ids: list[str], load: Callable[[str], T]) -> list[T]:
+    """The items of a page of ids, skipping any deleted since it was listed
+    (a page may then be one short, which AIP-158 allows)."""
+    items = []
+    for item_id in ids:
+        try:
+            items.append(load(item_id))
+        except NotFound:
+            continue
+    return items
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _encode_page_token(key: tuple[int, str]) -> str:
+    raw = json.dumps({"v": 1, "m": key[0], "i": key[1]}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> tuple[int, str]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if data.get("v") != 1 or not isinstance(data["m"], int) or not isinstance(data["i"], str):
+            raise ValueError(token)
+        return data["m"], data["i"]
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeError, binascii.Error):
+        raise InvalidArgument(
+            "page_token is not valid (use the next_page_token of a previous list call)",
+            reason="INVALID_PAGE_TOKEN",
+            violations=[FieldViolation("page_token", "not a token this service issued")],
+        ) from None

@@ -69,8 +69,6 @@ value, else the upload is refused naming the first row that does not.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import builtins
 import codecs
@@ -99,7 +97,7 @@ from services.common.errors import (
     NotFound,
     ResourceExhausted,
 )
-from services.common.store import ArtifactStore, RequestKey, read_json, request_key, write_json_atomic
+from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
 
 __all__ = [
     "DATETIME_FORMATS",
@@ -174,8 +172,6 @@ _READ_BLOCK = 1 << 20
 _INFLATE_OUT = 1 << 20
 _PANDAS_CHUNK_ROWS = 100_000
 _SNIFF_BYTES = 10
-_DEFAULT_PAGE_SIZE = 50
-_MAX_PAGE_SIZE = 1000
 _MAX_PREVIEW_ROWS = 1000
 _MAX_DISPLAY_NAME = 256
 
@@ -358,40 +354,10 @@ class DatasetRepository:
         return _read_info(folder, dataset_id)
 
     def list(self, page_size: int = 50, page_token: str = "") -> tuple[builtins.list[DatasetInfo], str]:
-        """Datasets newest first. The token is opaque: it names the last item
-        returned, so pages stay consistent when datasets are added or deleted
-        between calls. Returns ``(items, next_page_token)``; ``""`` at the end."""
-        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 0:
-            raise InvalidArgument(
-                f"page_size must be 0 or more, got {page_size!r}",
-                reason="INVALID_PAGE_SIZE",
-                violations=[FieldViolation("page_size", "must be 0 or more")],
-            )
-        size = _DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, _MAX_PAGE_SIZE)
-        after = _decode_page_token(page_token) if page_token else None
-        keyed: builtins.list[tuple[int, str]] = []
-        for dataset_id in self._store.list_ids("datasets"):
-            try:
-                keyed.append((self._store.path("datasets", dataset_id).stat().st_mtime_ns, dataset_id))
-            except FileNotFoundError:  # deleted meanwhile
-                continue
-        keyed.sort(reverse=True)
-        if after is not None:
-            keyed = [k for k in keyed if k < after]
-        items: builtins.list[DatasetInfo] = []
-        last: tuple[int, str] | None = None
-        more = False
-        for key in keyed:
-            if len(items) == size:
-                more = True
-                break
-            try:
-                items.append(self.get(key[1]))
-            except NotFound:  # deleted meanwhile
-                continue
-            last = key
-        token = _encode_page_token(last) if more and last is not None else ""
-        return items, token
+        """Datasets newest first: ``(items, next_page_token)``, ``""`` at the end
+        (see :meth:`ArtifactStore.page`)."""
+        ids, token = self._store.page("datasets", page_size, page_token)
+        return load_page(ids, self.get), token
 
     def delete(self, dataset_id: str) -> None:
         self._store.delete("datasets", dataset_id)
@@ -1361,26 +1327,6 @@ def _row_path(row: int, name: str) -> str:
 
 def _quote_list(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names)
-
-
-def _encode_page_token(key: tuple[int, str]) -> str:
-    raw = json.dumps({"v": 1, "m": key[0], "i": key[1]}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_page_token(token: str) -> tuple[int, str]:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        if data.get("v") != 1 or not isinstance(data["m"], int) or not isinstance(data["i"], str):
-            raise ValueError(token)
-        return data["m"], data["i"]
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeError, binascii.Error):
-        raise InvalidArgument(
-            "page_token is not valid (use the next_page_token of a previous list call)",
-            reason="INVALID_PAGE_TOKEN",
-            violations=[FieldViolation("page_token", "not a token this service issued")],
-        ) from None
 
 
 def _corrupt(dataset_id: str, why: str) -> DataLoss:

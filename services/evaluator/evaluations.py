@@ -29,8 +29,8 @@ from services.common.errors import (
 )
 from services.common.holdout import split_holdout
 from services.common.logs import current_context, log_context
-from services.common.models import ModelRegistry, encode_page_token, page_window
-from services.common.store import ArtifactStore, read_json, write_json_atomic
+from services.common.models import ModelRegistry
+from services.common.store import ArtifactStore, load_page, read_json, write_json_atomic
 from services.common.tables import DatasetRepository
 from services.evaluator.metrics import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.evaluator.sampler_client import SamplerClient
@@ -70,10 +70,8 @@ class ReportStore:
         return Report.from_dict(read_json(self._store.existing("reports", report_id) / REPORT_FILE))
 
     def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[Report], str]:
-        ids = list(reversed(self._store.list_ids("reports")))
-        start, size = page_window(page_size, page_token, len(ids))
-        items = [self.get(i) for i in ids[start : start + size]]
-        return items, encode_page_token(start + size) if start + size < len(ids) else ""
+        ids, token = self._store.page("reports", page_size, page_token)
+        return load_page(ids, self.get), token
 
     def delete(self, report_id: str) -> None:
         self._store.delete("reports", report_id)

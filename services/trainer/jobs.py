@@ -36,8 +36,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logs import log_context
-from services.common.models import encode_page_token, page_window
-from services.common.store import ArtifactStore, RequestKey, read_json, write_json_atomic
+from services.common.store import ArtifactStore, RequestKey, load_page, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +196,8 @@ class JobManager:
         return JobRecord.from_dict(read_json(folder / "job.json"))
 
     def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[JobRecord], str]:
-        ids = list(reversed(self._store.list_ids("jobs")))
-        start, size = page_window(page_size, page_token, len(ids))
-        items = [self.get(i) for i in ids[start : start + size]]
-        return items, encode_page_token(start + size) if start + size < len(ids) else ""
+        ids, token = self._store.page("jobs", page_size, page_token)
+        return load_page(ids, self.get), token
 
     def cancel(self, job_id: str) -> JobRecord:
         with self._lock:

@@ -52,6 +52,45 @@ def test_store_commit_is_atomic_and_staging_is_cleaned(tmp_path) -> None:  # typ
         store.existing("datasets", item)
 
 
+def _commit_job(store: ArtifactStore) -> str:
+    import time
+
+    item = store.new_id("jobs")
+    with store.staging() as staged:
+        write_json_atomic(staged / "job.json", {"state": "queued"})
+        store.commit(staged, "jobs", item)
+    time.sleep(0.02)  # distinct creation times even on coarse-clock filesystems
+    return item
+
+
+def test_listings_follow_creation_not_the_last_rewrite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A job's record is rewritten at every epoch, which moves its folder's
+    mtime; the order (and the pages) must not move with it."""
+    store = ArtifactStore(tmp_path)
+    first, second = _commit_job(store), _commit_job(store)
+    write_json_atomic(store.existing("jobs", first) / "job.json", {"state": "running"})
+    assert store.list_ids("jobs") == [first, second]
+    page, token = store.page("jobs", 1)
+    assert page == [second] and token
+    assert store.page("jobs", 1, token) == ([first], "")
+
+
+def test_pages_do_not_shift_when_items_come_and_go(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    ids = [_commit_job(store) for _ in range(4)]
+    page, token = store.page("jobs", 2)
+    assert page == [ids[3], ids[2]]
+    newer = _commit_job(store)  # added before the next page is asked for
+    store.delete("jobs", ids[2])  # and one already seen deleted
+    assert store.page("jobs", 2, token) == ([ids[1], ids[0]], "")
+    assert store.page("jobs")[0] == [newer, ids[3], ids[1], ids[0]]
+    for bad in ["garbage!", "e30", "eyJ2IjoxfQ"]:
+        with pytest.raises(InvalidArgument, match="page_token is not valid"):
+            store.page("jobs", 2, bad)
+    with pytest.raises(InvalidArgument, match="page_size"):
+        store.page("jobs", -1)
+
+
 def test_sweep_removes_only_its_own_debris(tmp_path) -> None:  # type: ignore[no-untyped-def]
     mine, theirs = ArtifactStore(tmp_path, owner="a"), ArtifactStore(tmp_path, owner="b")
     (tmp_path / ".staging" / "a" / "left").mkdir()

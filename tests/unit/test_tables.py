@@ -792,7 +792,11 @@ def test_committed_upload_is_closed(repo: DatasetRepository, store: ArtifactStor
             up.write(b"x")
     assert repo.get(info.id) == info
     assert [p.name for p in (store.root / "datasets").iterdir()] == [info.id]
-    assert sorted(p.name for p in (store.root / "datasets" / info.id).iterdir()) == ["dataset.json", "table.csv"]
+    assert sorted(p.name for p in (store.root / "datasets" / info.id).iterdir()) == [
+        ".created",
+        "dataset.json",
+        "table.csv",
+    ]
 
 
 def test_list_paginates_newest_first(repo: DatasetRepository) -> None:
