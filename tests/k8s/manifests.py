@@ -25,14 +25,18 @@ K8S = ROOT / "k8s"
 OVERLAYS = ("local", "production")
 NAMESPACE = "synth"
 # Secrets the manifests use but do not create: made by k8s/scripts/make-certs.sh
-# or cert-manager (service certificates) and by the cluster's owner (Ingress TLS).
-EXTERNAL_SECRETS = {
-    "synth-trainer-tls",
-    "synth-sampler-tls",
-    "synth-evaluator-tls",
-    "synth-gateway-tls",
-    "synth-ingress-tls",
+# or cert-manager (service certificates) and by the cluster's owner (Ingress
+# TLS, the artifact signing key).
+_SERVICE_TLS = ("tls.crt", "tls.key", "ca.crt")  # make-certs.sh's (and cert-manager's) layout
+EXTERNAL_SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "synth-artifact-key": ("artifact.key",),  # docs/DEPLOY.md, components/signing
+    "synth-trainer-tls": _SERVICE_TLS,
+    "synth-sampler-tls": _SERVICE_TLS,
+    "synth-evaluator-tls": _SERVICE_TLS,
+    "synth-gateway-tls": _SERVICE_TLS,
+    "synth-ingress-tls": ("tls.crt", "tls.key"),
 }
+EXTERNAL_SECRETS = set(EXTERNAL_SECRET_KEYS)
 # Kubernetes versions whose schemas every object must pass (oldest and newest supported).
 SCHEMA_VERSIONS = ("1.30.0", "1.37.0")
 

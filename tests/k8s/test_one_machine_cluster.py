@@ -8,6 +8,7 @@ the gateway -> backend and evaluator -> sampler links are proven over mTLS."""
 from __future__ import annotations
 
 import json
+import secrets as secrets_module
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -50,12 +51,16 @@ def _external_secrets(
     objects: Objects, cluster: OneMachineCluster, workdir: Path
 ) -> tuple[str, dict[str, dict[str, bytes]]]:
     """What a user adds before applying: an API key's hash (the key is
-    returned), and in production the service certificates. Here those also
+    returned), and in production the service certificates and the artifact
+    signing key. Here those also
     name the pods' loopback addresses, which stand in for the Service names."""
     key = new_key()
     secrets = {"synth-api-keys": {"api-keys.txt": f"ci-test {hash_key(key)}\n".encode()}}
     volumes = [v for w in objects.workloads() for v in w.pod.get("volumes", []) if "secret" in v]
     wanted = {v["secret"]["secretName"] for v in volumes} - {s["metadata"]["name"] for s in objects.of("Secret")}
+    if "synth-artifact-key" in wanted:
+        wanted.remove("synth-artifact-key")
+        secrets["synth-artifact-key"] = {"artifact.key": secrets_module.token_hex(32).encode()}
     if wanted:
         certs = make_certs(workdir / "certs", tuple(f"IP:{ip}" for ip in cluster.ips))
         for name in wanted:
@@ -120,6 +125,10 @@ def test_overlay_runs_the_platform_on_one_machine(rendered: dict[str, Objects], 
                     with pytest.raises(grpc.RpcError) as info:
                         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
                     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, backend
+            # Models are signed with the key from the Secret, and the sampler (which served
+            # the rows above) checked that signature.
+            (manifest,) = (tmp_path / "volumes").glob(f"*/models/{model_id}/manifest.json")
+            assert len(json.loads(manifest.read_text())["hmac_sha256"]) == 64
     finally:
         codes = cluster.stop()
     assert codes == dict.fromkeys(cluster.pods, 0), f"not a clean SIGTERM exit: {codes}"
