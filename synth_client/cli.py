@@ -229,6 +229,9 @@ def _wait_for_interrupt() -> None:
             signal.pause()
     except KeyboardInterrupt:
         pass
+    finally:
+        # Stopping has begun: a second SIGTERM must not cut it short and orphan the services.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

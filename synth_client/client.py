@@ -44,19 +44,28 @@ _KINDS = {
 T = TypeVar("T")
 
 
-def _retry_unavailable(call: Callable[[], T], retries: int) -> T:
-    """``call()``, and up to ``retries`` more times after a short backoff while
-    the server is unreachable (UNAVAILABLE: a restart, a dropped connection).
-    Only for calls that are safe to repeat: creates that send a request id
-    (AIP-155), so a retry never makes a second item."""
-    for attempt in range(retries + 1):
+def _retry_unavailable(call: Callable[[], T], channel: grpc.Channel, retries: int, wait_seconds: float) -> T:
+    """``call()``; while the server is unreachable (UNAVAILABLE: a restart, a
+    dropped connection), wait until the channel is ready again, for at most
+    ``wait_seconds`` in all, and call again, at most ``retries`` more times.
+    Waiting for readiness rather than sleeping: gRPC fails calls at once while
+    it backs off between connection attempts, so fixed sleeps mostly retry into
+    that. Only for calls that are safe to repeat: creates that send a request
+    id (AIP-155), so a retry never makes a second item."""
+    give_up = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
         try:
             return call()
         except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
+            left = give_up - time.monotonic()
+            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt >= retries or left <= 0:
                 raise
-            time.sleep(min(0.25 * 2**attempt, 2.0))
-    raise AssertionError("unreachable")
+            try:
+                grpc.channel_ready_future(channel).result(timeout=left)
+            except grpc.FutureTimeoutError:
+                raise err from None
+            attempt += 1
 
 
 def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
@@ -84,6 +93,7 @@ class SynthClient:
         timeout: float = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
         retries: int = 3,
+        retry_wait_seconds: float = 30.0,
     ) -> None:
         targets = {
             "trainer": trainer or address or DEFAULT_ADDRESSES["trainer"],
@@ -92,7 +102,10 @@ class SynthClient:
         }
         self.targets = targets
         self.timeout = timeout
-        self.retries = retries  # of uploads and training starts while a server is unreachable
+        # Uploads and training starts are called again, up to `retries` times, when the
+        # server is unreachable and comes back within `retry_wait_seconds`.
+        self.retries = max(0, retries)
+        self.retry_wait_seconds = retry_wait_seconds
         self._metadata = tuple(metadata)
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         self._channels = {name: grpc.insecure_channel(t, options=options) for name, t in targets.items()}
@@ -182,7 +195,9 @@ class SynthClient:
             lambda: self._datasets.UploadDataset(
                 messages(), timeout=timeout or max(self.timeout, 600.0), metadata=self._md()
             ),
+            self._channels["trainer"],
             self.retries,
+            self.retry_wait_seconds,
         )
         return response.dataset
 
@@ -256,7 +271,10 @@ class SynthClient:
             dataset_id=dataset_id, config=msg, request_id=request_id or str(uuid.uuid4())
         )
         return _retry_unavailable(
-            lambda: self._training.StartTraining(request, timeout=self.timeout, metadata=self._md()), self.retries
+            lambda: self._training.StartTraining(request, timeout=self.timeout, metadata=self._md()),
+            self._channels["trainer"],
+            self.retries,
+            self.retry_wait_seconds,
         ).job
 
     @_translate_errors
@@ -414,8 +432,11 @@ class SynthClient:
         synthetic_rows: int = 0,
         thresholds: Mapping[str, float] | None = None,
         timeout: float | None = 3600.0,
+        request_id: str | None = None,
     ) -> Iterator[evaluation_pb2.EvaluateResponse]:
-        """Progress events, then the stored report (the last message)."""
+        """Progress events, then the stored report (the last message). Sent
+        with a ``request_id`` (a new UUID unless given): calling again with the
+        same one after a lost stream returns the stored report, not a second."""
         request = evaluation_pb2.EvaluateRequest(
             dataset_id=dataset_id,
             target_column=target_column,
@@ -426,6 +447,7 @@ class SynthClient:
             }[task],
             synthetic_row_count=synthetic_rows,
             thresholds=dict(thresholds or {}),
+            request_id=request_id or str(uuid.uuid4()),
         )
         if model_id:
             request.model_id = model_id

@@ -16,10 +16,13 @@ Why the rules below:
   Listings are ordered by it, newest first, and page by it (AIP-158 tokens
   that name the last item returned, so a page never shifts when items are
   added or deleted between calls).
-- A create call that carries an idempotency key (AIP-155 ``request_id``) stores
-  the key inside the item it made (``request.json``), committed with it in the
-  same rename: a crash can never leave an item without its key, or a key
-  without its item, and deleting the item forgets the key.
+- A create call that carries an idempotency key (AIP-155 ``request_id``) makes
+  the item whose id is derived from the key, and stores the key and a digest of
+  the request inside it (``request.json``), committed with it in the same
+  rename. So a retry, in any process sharing the store, names the same folder
+  (one read to find it); the rename lets only one of concurrent retries
+  commit; a crash never leaves an item without its key or a key without its
+  item; and deleting the item forgets the key.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,12 +89,15 @@ class ArtifactStore:
         self._trash = self.root / ".trash" / owner
         self._staging.mkdir(parents=True, exist_ok=True)
         self._trash.mkdir(parents=True, exist_ok=True)
-        self._creating = threading.Lock()  # a key's lookup and its item's commit are one step
 
     # ---- ids and paths -------------------------------------------------
     @staticmethod
-    def new_id(kind: str) -> str:
-        return f"{KINDS[kind]}-{secrets.token_hex(8)}"
+    def new_id(kind: str, key: RequestKey | None = None) -> str:
+        """A fresh random id, or for a keyed request the id derived from its
+        request id: every retry of it names the same item, wherever it runs."""
+        if key is None:
+            return f"{KINDS[kind]}-{secrets.token_hex(8)}"
+        return f"{KINDS[kind]}-{hashlib.sha256(f'{kind}:{key.request_id}'.encode()).hexdigest()[:16]}"
 
     def path(self, kind: str, item_id: str) -> Path:
         """The folder of an item; raises InvalidArgument for a malformed id."""
@@ -176,48 +183,54 @@ class ArtifactStore:
             raise AlreadyExists(f"{kind[:-1]} {item_id} already exists")
         (staged / CREATED_FILE).touch()
         _fsync_tree(staged)
-        os.rename(staged, target)
+        try:
+            os.rename(staged, target)
+        except OSError as err:  # another process committed it since the check (items are never empty)
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise AlreadyExists(f"{kind[:-1]} {item_id} already exists") from None
+            raise
         _fsync_dir(target.parent)
         return target
 
     # ---- idempotent creation (AIP-155) -------------------------------------
     def find_request(self, kind: str, key: RequestKey | None) -> str | None:
-        """The id of the item that ``key``'s request already made, or None.
-        The same request id with another digest is an ``InvalidArgument``."""
+        """The id of the item that ``key``'s request already made, or None (one
+        file read: the id is derived from the key). The same request id with
+        another digest is an ``InvalidArgument``."""
         if key is None:
             return None
-        for item_id in self.list_ids(kind):
-            try:
-                stored = read_json(self.root / kind / item_id / REQUEST_FILE)
-            except (FileNotFoundError, NotADirectoryError, ValueError):
-                continue  # made without a key, deleted meanwhile, or unreadable: not this request
-            if stored.get("request_id") != key.request_id:
-                continue
-            if stored.get("digest") != key.digest:
-                raise InvalidArgument(
-                    f"request_id {key.request_id} was already used for a different request "
-                    f"(it made {item_id}); use a new request_id for a new request",
-                    reason="REQUEST_ID_REUSED",
-                    violations=[FieldViolation("request_id", f"already used for a different request ({item_id})")],
-                )
-            return item_id
-        return None
+        item_id = self.new_id(kind, key)
+        try:
+            stored = read_json(self.path(kind, item_id) / REQUEST_FILE)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stored.get("request_id") != key.request_id or stored.get("digest") != key.digest:
+            raise InvalidArgument(
+                f"request_id {key.request_id} was already used for a different request "
+                f"(it made {item_id}); use a new request_id for a new request",
+                reason="REQUEST_ID_REUSED",
+                violations=[FieldViolation("request_id", f"already used for a different request ({item_id})")],
+            )
+        return item_id
 
-    def commit_once(self, staged: Path, kind: str, item_id: str, key: RequestKey | None) -> tuple[str, bool]:
-        """:meth:`commit`, unless ``key``'s request already made an item:
-        ``(id, True)`` for a new item, ``(existing id, False)`` otherwise (the
-        staged folder is then left for its context to remove). Two concurrent
-        calls with one key make one item."""
+    def commit_once(self, staged: Path, kind: str, item_id: str, key: RequestKey | None) -> bool:
+        """:meth:`commit` the item ``new_id(kind, key)`` names; False (and the
+        staged folder left for its context to remove) when a retry of the same
+        request committed it first, here or in another process: the rename
+        decides, so concurrent calls with one key make one item."""
         if key is None:
             self.commit(staged, kind, item_id)
-            return item_id, True
-        with self._creating:
-            existing = self.find_request(kind, key)
-            if existing is not None:
-                return existing, False
-            write_json_atomic(staged / REQUEST_FILE, {"request_id": key.request_id, "digest": key.digest})
+            return True
+        if item_id != self.new_id(kind, key):
+            raise ValueError(f"{item_id} is not the id of request {key.request_id}")
+        write_json_atomic(staged / REQUEST_FILE, {"request_id": key.request_id, "digest": key.digest})
+        try:
             self.commit(staged, kind, item_id)
-            return item_id, True
+        except AlreadyExists:
+            if self.find_request(kind, key) is None:  # deleted again already: leave it so
+                raise
+            return False
+        return True
 
     def delete(self, kind: str, item_id: str) -> None:
         folder = self.existing(kind, item_id)
@@ -233,7 +246,26 @@ class ArtifactStore:
             for child in folder.iterdir():
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
                 removed += 1
+        self._mark_created()
         return removed
+
+    def _mark_created(self) -> None:
+        """Give items from before the ``.created`` marker one, dated by their
+        folder's mtime now, so their place in listings stops moving each time a
+        file inside them is replaced (the folder's mtime would)."""
+        for kind in KINDS:
+            for folder in (self.root / kind).iterdir():
+                if not _ID_PATTERN.match(folder.name) or not folder.is_dir():
+                    continue
+                marker = folder / CREATED_FILE
+                when = _mtime_ns(folder)
+                if when is None or marker.exists():
+                    continue
+                try:
+                    marker.touch(exist_ok=False)
+                    os.utime(marker, ns=(when, when))
+                except (FileExistsError, FileNotFoundError):  # another service marked it, or it went
+                    continue
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

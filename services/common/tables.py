@@ -543,16 +543,15 @@ class Upload:
             if earlier is None:
                 info = _build_dataset(
                     self._dir,
-                    dataset_id=self._store.new_id("datasets"),
+                    dataset_id=self._store.new_id("datasets", key),
                     display_name=self._display_name,
                     codec=self._codec,
                     overrides=self._overrides,
                     markers=self._markers,
                     limits=self._limits,
                 )
-                stored_id, created = self._store.commit_once(self._dir, "datasets", info.id, key)
-                if not created:  # a concurrent retry stored it first
-                    earlier = stored_id
+                if not self._store.commit_once(self._dir, "datasets", info.id, key):
+                    earlier = info.id  # a concurrent retry stored it first
             if earlier is not None:
                 info = _read_info(self._store.existing("datasets", earlier), earlier)
             self._state = "committed"

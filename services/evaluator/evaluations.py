@@ -10,6 +10,9 @@ Where the rows come from:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import queue
 import secrets
@@ -30,7 +33,7 @@ from services.common.errors import (
 from services.common.holdout import split_holdout
 from services.common.logs import current_context, log_context
 from services.common.models import ModelRegistry
-from services.common.store import ArtifactStore, load_page, read_json, write_json_atomic
+from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
 from services.common.tables import DatasetRepository
 from services.evaluator.metrics import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.evaluator.sampler_client import SamplerClient
@@ -49,6 +52,13 @@ class EvaluationRequest:
     seed: int | None = None
     synthetic_rows: int = 0
     thresholds: dict[str, float] = field(default_factory=dict)
+    request_id: str = ""  # AIP-155 idempotency key
+
+    def key(self) -> RequestKey | None:
+        """The request id with a digest of everything else asked."""
+        asked = {k: v for k, v in dataclasses.asdict(self).items() if k != "request_id"}
+        digest = hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+        return request_key(self.request_id, digest)
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,13 @@ class ReportStore:
     def __init__(self, store: ArtifactStore) -> None:
         self._store = store
 
-    def save(self, report: Report) -> None:
+    def save(self, report: Report, request: RequestKey | None = None) -> Report:
+        """Store ``report``; returns what is stored for ``request``, which is
+        another report when a concurrent retry of it stored first."""
         with self._store.staging() as staged:
             write_json_atomic(staged / REPORT_FILE, report.to_dict())
-            self._store.commit(staged, "reports", report.id)
+            created = self._store.commit_once(staged, "reports", report.id, request)
+        return report if created else self.get(report.id)
 
     def get(self, report_id: str) -> Report:
         return Report.from_dict(read_json(self._store.existing("reports", report_id) / REPORT_FILE))
@@ -102,7 +115,12 @@ class Evaluations:
 
     def stream(self, request: EvaluationRequest, is_active: Callable[[], bool]) -> Iterator[Progress | Report]:
         """Progress events while the report is computed (on a worker thread),
-        then the stored report. Bad requests fail before the first event."""
+        then the stored report. Bad requests fail before the first event. A
+        retry of a request whose report is stored gets that report at once."""
+        earlier = self._store.find_request("reports", request.key())
+        if earlier is not None:
+            yield self.reports.get(earlier)
+            return
         self._check(request)
         events: queue.Queue[Progress | Report | BaseException] = queue.Queue()
         context = current_context()
@@ -209,13 +227,13 @@ class Evaluations:
             ),
             progress=lambda stage, fraction: progress(stage, 0.05 + 0.93 * fraction),
         )
-        report.id = self._store.new_id("reports")
+        report.id = self._store.new_id("reports", request.key())
         report.dataset_id = request.dataset_id
         report.model_id = request.model_id
         report.synthetic_dataset_id = request.synthetic_dataset_id
         report.create_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         report.seconds = time.perf_counter() - started
         progress("storing the report", 0.99)
-        self.reports.save(report)
+        report = self.reports.save(report, request.key())
         log.info("report stored", extra={"report_id": report.id, "seconds": round(report.seconds, 1)})
         return report

@@ -121,6 +121,7 @@ class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             seed=request.seed if request.HasField("seed") else None,
             synthetic_rows=request.synthetic_row_count,
             thresholds=dict(request.thresholds),
+            request_id=request.request_id,
         )
         for sequence, item in enumerate(self._evaluations.stream(domain_request, context.is_active), start=1):
             if isinstance(item, Progress):

@@ -174,7 +174,7 @@ class JobManager:
                     reason="QUEUE_FULL",
                 )
             job = JobRecord(
-                id=self._store.new_id("jobs"),
+                id=self._store.new_id("jobs", request),
                 dataset_id=dataset_id,
                 config=config,
                 model_id=self._store.new_id("models"),
@@ -184,7 +184,8 @@ class JobManager:
                 write_json_atomic(staged / "job.json", job.to_dict())
                 events = _EventLog(staged / "events.jsonl")
                 events.append("queued", position=queued)
-                self._store.commit_once(staged, "jobs", job.id, request)  # under self._lock: no one else made it
+                if not self._store.commit_once(staged, "jobs", job.id, request):
+                    return self.get(job.id)  # a retry in another process queued it first
             self._logs[job.id] = _EventLog(self._store.existing("jobs", job.id) / "events.jsonl")
             self._queue.put(job.id)
             self._changed.notify_all()

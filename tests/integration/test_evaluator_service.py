@@ -108,6 +108,30 @@ def test_uploaded_synthetic_table_gets_a_seeded_split(platform) -> None:  # type
     assert metric(report, "tstr_roc_auc").value > 0.75
 
 
+def test_a_retried_evaluation_returns_the_stored_report(platform) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    running, model = platform
+    asked = dict(
+        dataset_id=model.dataset_id, model_id=model.model_id, target_column="income", seed=5, synthetic_row_count=500
+    )
+    request_id = str(uuid.uuid4())
+    first = evaluate(running.evaluator.address, request_id=request_id, **asked)[-1].report
+    again = evaluate(running.evaluator.address, request_id=request_id, **asked)
+    assert [e.WhichOneof("event") for e in again] == ["report"], "no second computation"
+    assert again[0].report == first
+    with grpc.insecure_channel(running.evaluator.address) as channel:
+        stub = evaluation_pb2_grpc.EvaluationServiceStub(channel)
+        listed = [r.id for r in stub.ListReports(evaluation_pb2.ListReportsRequest()).reports]
+    assert listed.count(first.id) == 1
+    with pytest.raises(grpc.RpcError) as err:
+        evaluate(running.evaluator.address, request_id=request_id, **{**asked, "seed": 6})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "different request" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        evaluate(running.evaluator.address, request_id="again-please", **asked)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "UUID" in err.value.details()
+
+
 @pytest.mark.parametrize(
     ("request_", "code", "mentions"),
     [

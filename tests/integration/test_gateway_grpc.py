@@ -116,7 +116,9 @@ def test_deadline_propagates_to_the_backend(gateway, fake) -> None:  # type: ign
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 5
     remaining = fake.recorder.time_remaining[-1]
-    assert remaining is not None and 0.2 < remaining <= 1.0, remaining
+    # The caller's 1 s, not the gateway's default (60 s). The grpc-timeout header
+    # is rounded up to its unit, so the backend may see a few ms more than 1 s.
+    assert remaining is not None and 0.2 < remaining < 1.1, remaining
     assert fake.recorder.cancelled.wait(3), "the backend call outlived the caller's deadline"
 
 

@@ -69,11 +69,13 @@ def test_a_malformed_request_id_is_refused_before_any_bytes(channel, store_dir) 
     assert stored_items(store_dir) == []
 
 
-def test_deleting_a_dataset_forgets_its_request_id(channel) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_a_dataset_forgets_its_request_id(channel, store_dir) -> None:  # type: ignore[no-untyped-def]
     request_id = str(uuid.uuid4())
     first = upload(channel, SMALL, request_id=request_id)
     datasets_pb2_grpc.DatasetServiceStub(channel).DeleteDataset(datasets_pb2.DeleteDatasetRequest(dataset_id=first.id))
-    assert upload(channel, SMALL, request_id=request_id).id != first.id
+    assert stored_items(store_dir) == []
+    again = upload(channel, SMALL, display_name="other.csv", request_id=request_id)  # no REQUEST_ID_REUSED now
+    assert again.display_name == "other.csv" and stored_items(store_dir) == [again.id]
 
 
 def test_concurrent_uploads_with_one_request_id_store_one_dataset(channel, store_dir) -> None:  # type: ignore[no-untyped-def]
@@ -115,6 +117,21 @@ def test_a_retried_training_start_returns_the_same_job(channel, store_dir) -> No
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "must be a UUID" in err.details()
 
 
+def test_concurrent_training_starts_with_one_request_id_queue_one_job(channel, store_dir) -> None:  # type: ignore[no-untyped-def]
+    dataset = upload(channel, SMALL)
+    request_id = str(uuid.uuid4())
+    jobs: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: jobs.append(start(channel, dataset.id, request_id).id)) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(jobs) == 4 and len(set(jobs)) == 1
+    assert stored_items(store_dir, "jobs") == jobs[:1]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -129,7 +146,7 @@ def test_the_client_retries_an_unreachable_trainer_under_one_request_id(tmp_path
     servers = []
 
     def come_up_late() -> None:
-        time.sleep(0.5)
+        time.sleep(2.5)  # past gRPC's first reconnect backoff (1 s): fixed client sleeps would miss it
         server = build_trainer(TrainerSettings(port=port, metrics_port=-1, store_dir=store)).start()
         server.set_serving()
         servers.append(server)
@@ -137,7 +154,7 @@ def test_the_client_retries_an_unreachable_trainer_under_one_request_id(tmp_path
     late = threading.Thread(target=come_up_late)
     late.start()
     try:
-        with SynthClient(f"127.0.0.1:{port}", retries=8) as client:
+        with SynthClient(f"127.0.0.1:{port}") as client:  # the default retries
             dataset = client.upload_dataset(SMALL, name="late.csv")
             job = client.start_training(dataset.id, epochs=1, batch_size=100, seed=3)
             late.join(30)
@@ -154,11 +171,16 @@ def test_the_client_retries_an_unreachable_trainer_under_one_request_id(tmp_path
             server.stop(1)
 
 
-def test_the_client_gives_up_after_its_retries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_client_gives_up_after_its_wait(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from synth_client.errors import SynthError
 
     began = time.monotonic()
-    with SynthClient(f"127.0.0.1:{_free_port()}", retries=2) as client, pytest.raises(SynthError) as info:
+    address = f"127.0.0.1:{_free_port()}"
+    with SynthClient(address, retry_wait_seconds=1.5) as client, pytest.raises(SynthError) as info:
         client.upload_dataset(SMALL)
     assert info.value.code == "UNAVAILABLE"
-    assert 0.5 < time.monotonic() - began < 30, "two backoffs (0.25 s, 0.5 s) and then the error"
+    assert 1.4 < time.monotonic() - began < 20, "it waits for the server, then says it is unreachable"
+    with SynthClient(address, retries=0) as client, pytest.raises(SynthError):
+        began = time.monotonic()
+        client.start_training("ds-0123456789abcdef")
+    assert time.monotonic() - began < 5, "retries=0: no waiting"

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+from pathlib import Path
 
 import grpc
 import pytest
@@ -89,6 +90,50 @@ def test_pages_do_not_shift_when_items_come_and_go(tmp_path) -> None:  # type: i
             store.page("jobs", 2, bad)
     with pytest.raises(InvalidArgument, match="page_size"):
         store.page("jobs", -1)
+
+
+def test_items_from_before_the_marker_get_one_at_start_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    old, new = _commit_job(store), _commit_job(store)
+    (store.path("jobs", old) / ".created").unlink()  # as committed before the marker existed
+    os.utime(store.path("jobs", old), ns=(1, 1))
+    store.sweep()
+    write_json_atomic(store.existing("jobs", old) / "job.json", {"state": "running"})  # moves its folder's mtime
+    assert store.list_ids("jobs") == [old, new]
+
+
+def _commit_keyed(root: str, owner: str, request_id: str, barrier) -> bool:  # type: ignore[no-untyped-def]
+    from services.common.store import request_key
+
+    store = ArtifactStore(Path(root), owner=owner)
+    key = request_key(request_id, "same request")
+    with store.staging() as staged:
+        (staged / "report.json").write_text(owner)
+        barrier.wait()
+        return store.commit_once(staged, "reports", store.new_id("reports", key), key)
+
+
+def test_one_request_id_commits_once_across_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Services sharing a store (evaluator replicas) race on the rename of the
+    one folder the key names: exactly one commits, the others find it."""
+    import multiprocessing
+    import uuid
+
+    from services.common.store import request_key
+
+    request_id = str(uuid.uuid4())
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with context.Pool(4) as pool:
+            won = pool.starmap(_commit_keyed, [(str(tmp_path), f"p{i}", request_id, barrier) for i in range(4)])
+    assert sorted(won) == [False, False, False, True]
+    store = ArtifactStore(tmp_path)
+    (item,) = store.list_ids("reports")
+    assert store.find_request("reports", request_key(request_id, "same request")) == item
+    assert not list((tmp_path / ".staging").rglob("*.json")), "the losers' staging is removed"
+    with pytest.raises(InvalidArgument, match="different request"):
+        store.find_request("reports", request_key(request_id, "another request"))
 
 
 def test_sweep_removes_only_its_own_debris(tmp_path) -> None:  # type: ignore[no-untyped-def]
