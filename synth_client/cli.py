@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CONDITION",
-        help="every row satisfies it: 'age>=18', 'sex=Female', 'race in White,Black' (repeatable)",
+        help="every row satisfies it: 'age>=18', 'sex=Female', 'race in White,Black', "
+        "'dropoff>@pickup' (@ names a column) (repeatable)",
     )
     sample.add_argument("--seed", type=int, help="same seed, same rows")
     sample.set_defaults(handler=_cmd_sample)

@@ -496,8 +496,19 @@ class SynthClient:
 _OPERATORS = (">=", "<=", "!=", "=", ">", "<")
 
 
+_COMPARISONS = {
+    "<": sampling_pb2.COMPARISON_LESS,
+    "<=": sampling_pb2.COMPARISON_LESS_EQUAL,
+    ">": sampling_pb2.COMPARISON_GREATER,
+    ">=": sampling_pb2.COMPARISON_GREATER_EQUAL,
+    "=": sampling_pb2.COMPARISON_EQUAL,
+    "!=": sampling_pb2.COMPARISON_NOT_EQUAL,
+}
+
+
 def parse_condition(text: str) -> sampling_pb2.Condition:
-    """ "age>=18", "age<65", "sex=Female", "race in White,Black" → a Condition."""
+    """ "age>=18", "age<65", "sex=Female", "race in White,Black" → a Condition;
+    "dropoff>@pickup" (``@`` names a column) compares two columns of a row."""
     if " in " in text:
         column, _, values = text.partition(" in ")
         return sampling_pb2.Condition(
@@ -507,6 +518,11 @@ def parse_condition(text: str) -> sampling_pb2.Condition:
         column, found, value = text.partition(op)
         if found:
             column, value = column.strip(), value.strip()
+            if value.startswith("@"):
+                return sampling_pb2.Condition(
+                    column=column,
+                    compare=sampling_pb2.ColumnComparison(op=_COMPARISONS[op], other_column=value[1:].strip()),
+                )
             if op == "=":
                 return sampling_pb2.Condition(column=column, equals=value)
             if op == "!=":
@@ -518,7 +534,8 @@ def parse_condition(text: str) -> sampling_pb2.Condition:
                 bound.maximum, bound.maximum_exclusive = value, op == "<"
             return sampling_pb2.Condition(column=column, range=bound)
     raise SynthError(
-        "INVALID_ARGUMENT", f"cannot read condition {text!r}: use COL=VALUE, COL>=N, COL<N or 'COL in A,B'"
+        "INVALID_ARGUMENT",
+        f"cannot read condition {text!r}: use COL=VALUE, COL>=N, COL<N, 'COL in A,B' or COL<=@OTHER_COL",
     )
 
 

@@ -2,11 +2,14 @@
 once, then applied to each generated piece (typed Arrow rows) as a filter.
 
 Every delivered row satisfies every condition; a missing value satisfies none.
+Besides tests of one column against values there are comparisons of two
+columns of the same row (``Compare``: a drop-off after its pick-up), which
+CTGAN has no way to learn as a rule and SDV handles with constraint classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -40,7 +43,42 @@ class Range:
     maximum_exclusive: bool = False
 
 
-Condition = Equals | InSet | Range
+# The operators of ``Compare``, as Arrow compute functions.
+COMPARISONS = {
+    "<": "less",
+    "<=": "less_equal",
+    ">": "greater",
+    ">=": "greater_equal",
+    "=": "equal",
+    "!=": "not_equal",
+}
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``column`` ``op`` ``other`` on each row; ``op`` is a key of ``COMPARISONS``."""
+
+    column: str
+    op: str
+    other: str
+
+
+Condition = Equals | InSet | Range | Compare
+
+
+@dataclass(frozen=True)
+class _ComparedColumns:
+    column: str
+    function: str
+    other: str
+
+    def mask(self, batch: pa.RecordBatch) -> pa.BooleanArray:
+        left, right = batch.column(self.column), batch.column(self.other)
+        if pa.types.is_dictionary(left.type):
+            left = left.cast(left.type.value_type)
+        if pa.types.is_dictionary(right.type):
+            right = right.cast(right.type.value_type)
+        return pc.fill_null(pc.call_function(self.function, [left, right]), False)
 
 
 @dataclass(frozen=True)
@@ -78,7 +116,7 @@ class CompiledConditions:
     CTGAN's conditional vector: the first equality on a categorical column, so
     even a rare category is generated efficiently rather than found by luck."""
 
-    def __init__(self, compiled: list[_Compiled], steer: tuple[str, str] | None) -> None:
+    def __init__(self, compiled: list[_Compiled | _ComparedColumns], steer: tuple[str, str] | None) -> None:
         self._compiled = compiled
         self.steer = steer
 
@@ -98,7 +136,7 @@ class CompiledConditions:
 def compile_conditions(conditions: Sequence[Condition], columns: Sequence[ColumnInfo]) -> CompiledConditions:
     by_name = {c.name: c for c in columns}
     problems: list[FieldViolation] = []
-    compiled: list[_Compiled] = []
+    compiled: list[_Compiled | _ComparedColumns] = []
     steer: tuple[str, str] | None = None
     for index, condition in enumerate(conditions):
         where = f"conditions[{index}]"
@@ -114,6 +152,13 @@ def compile_conditions(conditions: Sequence[Condition], columns: Sequence[Column
                     f"{where}.column", f"column {col.name!r} is {col.kind.value} and is not learned: no conditions"
                 )
             )
+            continue
+        if isinstance(condition, Compare):
+            checked = _compare(condition, col, by_name, where)
+            if isinstance(checked, FieldViolation):
+                problems.append(checked)
+            else:
+                compiled.append(checked)
             continue
         if isinstance(condition, Equals | InSet):
             wanted = (condition.value,) if isinstance(condition, Equals) else tuple(condition.values)
@@ -191,6 +236,47 @@ def compile_conditions(conditions: Sequence[Condition], columns: Sequence[Column
     return CompiledConditions(compiled, steer)
 
 
+def _compare(
+    condition: Compare, col: ColumnInfo, by_name: dict[str, ColumnInfo], where: str
+) -> _ComparedColumns | FieldViolation:
+    function = COMPARISONS.get(condition.op)
+    if function is None:
+        return FieldViolation(f"{where}.compare.op", f"unknown comparison {condition.op!r}")
+    other = by_name.get(condition.other)
+    if other is None:
+        return FieldViolation(
+            f"{where}.compare.other_column", f"unknown column {condition.other!r}; known: {_names(by_name.values())}"
+        )
+    if other.name == col.name:
+        return FieldViolation(f"{where}.compare.other_column", f"column {col.name!r} is compared with itself")
+    if other.kind in (ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT):
+        return FieldViolation(
+            f"{where}.compare.other_column", f"column {other.name!r} is {other.kind.value} and is not learned"
+        )
+    if col.kind != other.kind:
+        return FieldViolation(
+            where, f"column {col.name!r} is {col.kind.value} and {other.name!r} is {other.kind.value}: not comparable"
+        )
+    if col.kind == ColumnKind.CATEGORICAL and condition.op not in ("=", "!="):
+        return FieldViolation(f"{where}.compare.op", "categorical columns compare only with = and !=")
+    low, high = _bound_of(col.minimum, col), _bound_of(col.maximum, col)
+    other_low, other_high = _bound_of(other.minimum, other), _bound_of(other.maximum, other)
+    # Generated values stay inside the training ranges: some orderings are impossible.
+    impossible = {
+        "<": low is not None and other_high is not None and low >= other_high,
+        "<=": low is not None and other_high is not None and low > other_high,
+        ">": high is not None and other_low is not None and high <= other_low,
+        ">=": high is not None and other_low is not None and high < other_low,
+    }.get(condition.op, False)
+    if impossible:
+        return FieldViolation(
+            where,
+            f"no row can satisfy {col.name} {condition.op} {other.name}: the training data spans "
+            f"{_show(low)} .. {_show(high)} and {_show(other_low)} .. {_show(other_high)}",
+        )
+    return _ComparedColumns(col.name, function, other.name)
+
+
 def _bound(text: str | None, col: ColumnInfo) -> float | pd.Timestamp | None:
     if text is None:
         return None
@@ -220,6 +306,6 @@ def _show(value: object) -> str:
     return "?" if value is None else str(value)
 
 
-def _names(columns: Sequence[ColumnInfo]) -> str:
+def _names(columns: Iterable[ColumnInfo]) -> str:
     names = [c.name for c in columns]
     return ", ".join(names[:20]) + (", …" if len(names) > 20 else "")

@@ -9,7 +9,7 @@ from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
 from services.common.convert import schema_to_proto
 from services.common.errors import FieldViolation, InvalidArgument
-from services.sampler.conditions import Condition, Equals, InSet, Range
+from services.sampler.conditions import Compare, Condition, Equals, InSet, Range
 from services.sampler.sampling import ARROW, CSV, Chunk, Header, RowSampler, SampleRequest, Summary
 
 _FORMATS = {
@@ -18,6 +18,14 @@ _FORMATS = {
     sampling_pb2.OUTPUT_FORMAT_ARROW_IPC: ARROW,
 }
 _FORMAT_TO_PROTO = {CSV: sampling_pb2.OUTPUT_FORMAT_CSV, ARROW: sampling_pb2.OUTPUT_FORMAT_ARROW_IPC}
+_COMPARISONS = {
+    sampling_pb2.COMPARISON_LESS: "<",
+    sampling_pb2.COMPARISON_LESS_EQUAL: "<=",
+    sampling_pb2.COMPARISON_GREATER: ">",
+    sampling_pb2.COMPARISON_GREATER_EQUAL: ">=",
+    sampling_pb2.COMPARISON_EQUAL: "=",
+    sampling_pb2.COMPARISON_NOT_EQUAL: "!=",
+}
 
 
 def condition_from_proto(index: int, msg: sampling_pb2.Condition) -> Condition:
@@ -35,9 +43,17 @@ def condition_from_proto(index: int, msg: sampling_pb2.Condition) -> Condition:
             r.minimum_exclusive,
             r.maximum_exclusive,
         )
+    if test == "compare":
+        op = _COMPARISONS.get(msg.compare.op)
+        if op is None:
+            raise InvalidArgument(
+                f"condition {index} compares with no operator",
+                violations=[FieldViolation(f"conditions[{index}].compare.op", "set an operator")],
+            )
+        return Compare(msg.column, op, msg.compare.other_column)
     raise InvalidArgument(
-        f"condition {index} has no test (equals, in_set or range)",
-        violations=[FieldViolation(f"conditions[{index}]", "set equals, in_set or range")],
+        f"condition {index} has no test (equals, in_set, range or compare)",
+        violations=[FieldViolation(f"conditions[{index}]", "set equals, in_set, range or compare")],
     )
 
 

@@ -18,7 +18,7 @@ from services.common.models import ModelRegistry
 from services.common.store import ArtifactStore
 from services.sampler.app import build_server
 from services.sampler.settings import SamplerSettings
-from tests.conftest import TinyModel
+from tests.conftest import SHARED_DATASETS, TINY_CONFIG, TinyModel, train_and_wait, upload_bytes
 
 
 def start_sampler(store_dir, **settings):  # type: ignore[no-untyped-def]
@@ -59,6 +59,10 @@ def between(column: str, low: str | None = None, high: str | None = None) -> sam
     if high is not None:
         r.maximum = high
     return sampling_pb2.Condition(column=column, range=r)
+
+
+def compare(column: str, op: int, other: str) -> sampling_pb2.Condition:
+    return sampling_pb2.Condition(column=column, compare=sampling_pb2.ColumnComparison(op=op, other_column=other))
 
 
 def error_of(fn, *args, **kwargs) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -213,6 +217,9 @@ def test_cancel_stops_generation_on_the_server(sampler, stub, tiny_model) -> Non
         ({"row_count": 10, "conditions": [between("age", "abc")]}, "INVALID_ARGUMENT", "not a number"),
         ({"row_count": 10, "conditions": [between("sex", "1")]}, "INVALID_ARGUMENT", "categorical"),
         ({"row_count": 10, "chunk_rows": -1}, "INVALID_ARGUMENT", "chunk_rows"),
+        ({"row_count": 10, "conditions": [compare("age", 0, "hours_per_week")]}, "INVALID_ARGUMENT", "no operator"),
+        ({"row_count": 10, "conditions": [compare("age", 1, "height")]}, "INVALID_ARGUMENT", "'height'"),
+        ({"row_count": 10, "conditions": [compare("age", 1, "sex")]}, "INVALID_ARGUMENT", "not comparable"),
     ],
 )
 def test_bad_requests(stub, tiny_model, kwargs, code, mentions) -> None:  # type: ignore[no-untyped-def]
@@ -339,3 +346,45 @@ def test_generation_draws_categories_at_their_real_frequencies(tiny_model) -> No
         part = probs[offset : offset + len(count)]
         np.testing.assert_allclose(part / part.sum(), count / count.sum(), rtol=1e-9)
         offset += len(count)
+
+
+@pytest.mark.skipif(not (SHARED_DATASETS / "nyc_taxis.csv").exists(), reason="shared datasets not present")
+def test_column_comparisons_hold_on_every_row_of_a_real_taxi_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """NYC taxi trips: CTGAN learns pick-up and drop-off times separately, so
+    unconstrained rows can end before they start. With the comparisons every
+    delivered row is a trip that ends after it starts, within one borough, with
+    a fare no larger than its total."""
+    from services.trainer.app import build_server as build_trainer
+    from services.trainer.settings import TrainerSettings
+    from synth_client.client import parse_condition
+
+    store = tmp_path / "store"
+    lines = (SHARED_DATASETS / "nyc_taxis.csv").read_bytes().splitlines(keepends=True)
+    trainer = build_trainer(TrainerSettings(port=0, metrics_port=-1, store_dir=store, torch_threads=1)).start()
+    trainer.set_serving()
+    try:
+        with grpc.insecure_channel(trainer.address) as channel:
+            dataset = upload_bytes(channel, b"".join(lines[:2001]), name="taxis.csv")
+            config = {**TINY_CONFIG, "target_column": ""}
+            model_id = train_and_wait(channel, dataset.id, **config)
+    finally:
+        trainer.stop(1)
+    server = start_sampler(store)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            taxis = sampling_pb2_grpc.SamplingServiceStub(channel)
+            rules = ["dropoff>@pickup", "pickup_borough=@dropoff_borough", "fare<=@total"]
+            messages, data = sample(taxis, model_id, 600, seed=4, conditions=[parse_condition(r) for r in rules])
+            _, free = sample(taxis, model_id, 600, seed=4)
+            bad = error_of(sample, taxis, model_id, 10, conditions=[parse_condition("pickup<@color")])
+    finally:
+        server.stop(1)
+    rows = pd.read_csv(io.BytesIO(data), parse_dates=["pickup", "dropoff"])
+    assert len(rows) == 600
+    assert (rows["dropoff"] > rows["pickup"]).all()
+    assert (rows["pickup_borough"] == rows["dropoff_borough"]).all()
+    assert (rows["fare"] <= rows["total"]).all()
+    assert messages[-1].summary.acceptance_rate < 1
+    unconstrained = pd.read_csv(io.BytesIO(free), parse_dates=["pickup", "dropoff"])
+    assert not (unconstrained["dropoff"] > unconstrained["pickup"]).all(), "the model alone breaks the rule"
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "not comparable" in bad.details()

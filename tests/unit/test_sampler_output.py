@@ -13,7 +13,7 @@ import pytest
 
 from services.common.codec import OutputTyper
 from services.common.tables import DATETIME_FORMATS, ColumnInfo, ColumnKind
-from services.sampler.conditions import Equals, InSet, Range, compile_conditions
+from services.sampler.conditions import Compare, Equals, InSet, Range, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder, datetime_format_for_arrow
 from services.sampler.sampling import hopeless
 
@@ -85,6 +85,45 @@ def test_conditions_filter_the_typed_rows(typer: OutputTyper) -> None:
     assert compile_conditions([], COLUMNS).filter(batch) is batch
 
 
+def test_two_columns_of_a_row_compare(typer: OutputTyper) -> None:
+    batch = typer.learned_batch(decoded())  # age 17 18 44 90 -, size 1 3 - 1 3
+    # ages 17, 18, 44, 90 vs sizes 1, 3, missing, 1: a missing value never satisfies
+    assert compile_conditions([Compare("size", "<", "age")], COLUMNS).filter(batch).column("age").to_pylist() == [
+        17,
+        18,
+        90,
+    ]
+    # rates 0, 0.25, missing, 1, 0.1 against sizes 1, 3, missing, 1, 3: a float and an integer column
+    assert compile_conditions([Compare("rate", "<", "size")], COLUMNS).filter(batch).num_rows == 3
+    assert compile_conditions([Compare("rate", "<=", "size")], COLUMNS).filter(batch).num_rows == 4
+    assert compile_conditions([Compare("age", "!=", "size")], COLUMNS).filter(batch).num_rows == 3
+    both = compile_conditions([Compare("size", "<", "age"), Range("age", maximum="40")], COLUMNS)
+    assert both.filter(batch).column("age").to_pylist() == [17, 18] and both.steer is None
+
+
+@pytest.mark.parametrize(
+    ("condition", "field", "says"),
+    [
+        (Compare("age", "<", "height"), "conditions[0].compare.other_column", "unknown column 'height'"),
+        (Compare("age", "<", "age"), "conditions[0].compare.other_column", "compared with itself"),
+        (Compare("age", "<", "note"), "conditions[0].compare.other_column", "free_text and is not learned"),
+        (Compare("age", "<", "seen"), "conditions[0]", "continuous and 'seen' is datetime: not comparable"),
+        (Compare("city", "<", "city2"), "conditions[0].compare.op", "compare only with = and !="),
+        (Compare("age", "~", "size"), "conditions[0].compare.op", "unknown comparison"),
+        # every age (17..90) is above every size (1..3)
+        (Compare("age", "<=", "size"), "conditions[0]", "no row can satisfy age <= size"),
+    ],
+)
+def test_column_comparisons_that_cannot_work_are_refused(condition, field, says) -> None:  # type: ignore[no-untyped-def]
+    from services.common.errors import InvalidArgument
+
+    columns = [*COLUMNS, ColumnInfo("city2", ColumnKind.CATEGORICAL, 0, 3, categories=["Paris"])]
+    with pytest.raises(InvalidArgument) as caught:
+        compile_conditions([condition], columns)
+    (violation,) = caught.value.violations
+    assert violation.field == field and says in violation.description
+
+
 def test_csv_is_what_pythons_csv_module_writes(typer: OutputTyper) -> None:
     batch = typer.complete(typer.learned_batch(decoded()), first_row=0)
     encoder = CsvEncoder(COLUMNS)
@@ -149,3 +188,24 @@ def test_the_pilot_refuses_only_hopeless_conditions() -> None:
     assert hopeless(accepted=0, generated=5_000, budget=200_000, n=5_000)
     assert hopeless(accepted=10, generated=10_000, budget=100_000, n=5_000)
     assert not hopeless(accepted=500, generated=10_000, budget=100_000, n=5_000)
+
+
+def test_the_client_reads_every_condition_syntax() -> None:
+    from synth.v1 import sampling_pb2
+
+    from synth_client.client import parse_condition
+    from synth_client.errors import SynthError
+
+    assert parse_condition("sex=Female") == sampling_pb2.Condition(column="sex", equals="Female")
+    assert parse_condition("age >= 18").range == sampling_pb2.Range(minimum="18")
+    assert parse_condition("age<65").range == sampling_pb2.Range(maximum="65", maximum_exclusive=True)
+    assert list(parse_condition("race in White, Black").in_set.values) == ["White", "Black"]
+    compare = parse_condition("dropoff > @pickup")
+    assert compare.column == "dropoff" and compare.compare == sampling_pb2.ColumnComparison(
+        op=sampling_pb2.COMPARISON_GREATER, other_column="pickup"
+    )
+    assert parse_condition("a<=@b").compare.op == sampling_pb2.COMPARISON_LESS_EQUAL
+    assert parse_condition("a!=@b").compare.op == sampling_pb2.COMPARISON_NOT_EQUAL
+    assert parse_condition("a=@b").compare.op == sampling_pb2.COMPARISON_EQUAL
+    with pytest.raises(SynthError, match="COL<=@OTHER_COL"):
+        parse_condition("age!=18")
