@@ -435,7 +435,7 @@ async function modelChanged() {
   const id = $("gen-model").value;
   if (!id) return;
   try { modelSchema = ((await getJSON(`/v1/models/${id}`)).model.schema || {}).columns || []; } catch (_) { modelSchema = []; }
-  for (const sel of document.querySelectorAll(".cond-column")) fillColumns(sel);
+  for (const sel of document.querySelectorAll(".cond-column, .cond-other")) fillColumns(sel);
 }
 $("gen-model").addEventListener("change", modelChanged);
 
@@ -446,21 +446,41 @@ function fillColumns(select) {
   if (keep) select.value = keep;
 }
 
+// synth.v1.Comparison names -> what the condition editor shows.
+const COMPARE_LABELS = {
+  COMPARISON_LESS: "is less than column",
+  COMPARISON_LESS_EQUAL: "is at most column",
+  COMPARISON_GREATER: "is more than column",
+  COMPARISON_GREATER_EQUAL: "is at least column",
+  COMPARISON_EQUAL: "equals column",
+  COMPARISON_NOT_EQUAL: "differs from column",
+};
+
 let conditionCount = 0;
 $("add-condition").addEventListener("click", () => {
   const n = ++conditionCount;
   const column = node("select", { id: `cond-col-${n}`, class: "cond-column" });
   fillColumns(column);
-  const op = node("select", { id: `cond-op-${n}` },
+  const op = node("select", { id: `cond-op-${n}`, class: "cond-op" },
     node("option", { value: "equals" }, "equals"),
     node("option", { value: "in" }, "is one of (comma-separated)"),
-    node("option", { value: "range" }, "is between"));
+    node("option", { value: "range" }, "is between"),
+    ...Object.entries(COMPARE_LABELS).map(([value, label]) => node("option", { value }, label)));
   const v1 = node("input", { id: `cond-v1-${n}`, type: "text", "aria-label": `Condition ${n} value` });
   const v2 = node("input", { id: `cond-v2-${n}`, type: "text", "aria-label": `Condition ${n} upper bound`, hidden: true });
-  op.addEventListener("change", () => { v2.hidden = op.value !== "range"; v1.setAttribute("aria-label", op.value === "range" ? `Condition ${n} lower bound` : `Condition ${n} value`); });
+  // A comparison with another column of the same row (e.g. drop-off after pick-up).
+  const other = node("select", { id: `cond-other-${n}`, class: "cond-other", "aria-label": `Condition ${n} other column`, hidden: true });
+  fillColumns(other);
+  op.addEventListener("change", () => {
+    const comparing = op.value in COMPARE_LABELS;
+    other.hidden = !comparing;
+    v1.hidden = comparing;
+    v2.hidden = op.value !== "range";
+    v1.setAttribute("aria-label", op.value === "range" ? `Condition ${n} lower bound` : `Condition ${n} value`);
+  });
   const row = node("div", { class: "condition" },
     node("label", { for: column.id }, `Condition ${n}: column`), column,
-    node("label", { for: op.id, class: "visually-hidden" }, `Condition ${n} test`), op, v1, v2,
+    node("label", { for: op.id, class: "visually-hidden" }, `Condition ${n} test`), op, v1, v2, other,
     node("button", { type: "button", class: "secondary", onclick: () => row.remove() }, "Remove"));
   $("condition-rows").append(row);
   column.focus();
@@ -468,8 +488,9 @@ $("add-condition").addEventListener("click", () => {
 
 function conditions() {
   return [...document.querySelectorAll(".condition")].map((row) => {
-    const [column, op] = row.querySelectorAll("select");
+    const [column, op, other] = row.querySelectorAll("select");
     const [v1, v2] = row.querySelectorAll("input");
+    if (op.value in COMPARE_LABELS) return { column: column.value, compare: { op: op.value, other_column: other.value } };
     if (op.value === "equals") return { column: column.value, equals: v1.value };
     if (op.value === "in") return { column: column.value, in_set: { values: v1.value.split(",").map((s) => s.trim()).filter(Boolean) } };
     const range = {};

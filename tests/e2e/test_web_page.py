@@ -243,6 +243,12 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     page.wait_for_function("() => document.querySelectorAll('.cond-column option').length > 0")
     page.select_option(".cond-column", "Outcome")
     page.fill(".condition input", "1")
+    page.click("#add-condition")  # and a comparison of two columns of each row
+    second = page.locator(".condition").nth(1)
+    second.locator(".cond-column").select_option("Glucose")
+    second.locator(".cond-op").select_option(label="is more than column")
+    assert second.locator(".cond-other").is_visible() and not second.locator("input").first.is_visible()
+    second.locator(".cond-other").select_option("BloodPressure")
     with page.expect_download(timeout=120_000) as download_info:
         page.click("#gen-start")
     download = download_info.value
@@ -254,6 +260,7 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert len(rows) == 200 and "Glucose" in rows[0]
     assert {r["Outcome"] for r in rows} == {"1"}, "every row satisfies the condition"
+    assert all(float(r["Glucose"]) > float(r["BloodPressure"]) for r in rows), "and the comparison"
     page.wait_for_selector("#gen-preview:not([hidden])")
     assert "seed 11" in page.inner_text("#gen-status")
     shot(page, "11-journey-generated")
