@@ -471,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
             fields.setdefault("display_name", [filename or "upload.csv"])
         else:
             body = _read_all(reader.read)
-        header = _upload_header(fields, length)
+        header = _upload_header(fields, None if multipart else length)  # a form's length is not the file's
         state: dict[str, Any] = {"error": None, "sent": 0}
         future_box: list[Any] = []
         ready = threading.Event()
@@ -505,6 +505,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if buffer:
                 yield datasets_pb2.UploadDatasetRequest(chunk=bytes(buffer))
+            # The body arrived whole: say so, or the trainer could store a cut-off stream.
+            yield datasets_pb2.UploadDatasetRequest(end=datasets_pb2.UploadDatasetEnd(total_bytes=state["sent"]))
 
         call = self._stub_call(route, "stream_unary")
         future = call.future(

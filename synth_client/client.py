@@ -190,6 +190,8 @@ class SynthClient:
                 yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
                 if on_progress:
                     on_progress(sent, total)
+            # Only a complete upload says so: a cancelled stream must not be stored short.
+            yield datasets_pb2.UploadDatasetRequest(end=datasets_pb2.UploadDatasetEnd(total_bytes=sent))
 
         response = _retry_unavailable(
             lambda: self._datasets.UploadDataset(

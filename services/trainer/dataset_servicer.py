@@ -8,7 +8,7 @@ import grpc
 from synth.v1 import datasets_pb2, datasets_pb2_grpc
 
 from services.common.convert import dataset_to_proto, kind_from_proto
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import Cancelled, FieldViolation, InvalidArgument
 from services.common.logs import bind
 from services.common.tables import DatasetRepository
 
@@ -38,13 +38,24 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             missing_markers=list(header.missing_markers) or None,
             request_id=header.request_id,
         ) as upload:
+            ended = False
             for index, message in enumerate(request_iterator, start=1):
-                if message.WhichOneof("part") != "chunk":
+                part = message.WhichOneof("part")
+                if ended or part not in ("chunk", "end"):
                     raise InvalidArgument(
-                        f"message {index} of the upload is not a chunk: only the first message is a header",
+                        f"message {index} of the upload is not a chunk: only the first message is a header "
+                        "and only the last one the end",
                         violations=[FieldViolation(f"messages[{index}]", "expected a chunk")],
                     )
+                if part == "end":
+                    _check_size(upload.bytes_received, message.end.total_bytes, f"messages[{index}].end.total_bytes")
+                    ended = True
+                    continue
                 upload.write(message.chunk)
+            if not ended and header.total_bytes:
+                _check_size(upload.bytes_received, header.total_bytes, "header.total_bytes")
+            if not context.is_active():  # the caller went away: what arrived may be a cut-off file
+                raise Cancelled("the upload was cancelled by the caller; nothing was stored")
             info = upload.commit()
         bind(dataset_id=info.id)
         return datasets_pb2.UploadDatasetResponse(dataset=dataset_to_proto(info))
@@ -76,4 +87,15 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                 datasets_pb2.PreviewRow(values=["" if v is None else v for v in row], missing=[v is None for v in row])
                 for row in rows
             ],
+        )
+
+
+def _check_size(received: int, declared: int, field: str) -> None:
+    """A stream that ends short is a cut-off upload (or a wrong size): store nothing."""
+    if received != declared:
+        raise InvalidArgument(
+            f"the upload ended after {received} bytes but declared {declared}; nothing was stored "
+            "(an interrupted upload: send it again)",
+            reason="UPLOAD_INCOMPLETE",
+            violations=[FieldViolation(field, f"{declared} declared, {received} arrived")],
         )

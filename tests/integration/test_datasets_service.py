@@ -256,3 +256,50 @@ def test_unknown_and_malformed_ids(channel, rpc, request_, code) -> None:  # typ
     err = rpc_error(getattr(stub, rpc), request_)
     assert err.code().name == code
     assert err.details()
+
+
+def _stream(channel, data: bytes, *, end: int | None, **header):  # type: ignore[no-untyped-def]
+    """An upload whose last message is ``end`` (None: no end message)."""
+    stub = datasets_pb2_grpc.DatasetServiceStub(channel)
+
+    def messages():  # type: ignore[no-untyped-def]
+        yield datasets_pb2.UploadDatasetRequest(header=datasets_pb2.UploadDatasetHeader(display_name="t.csv", **header))
+        yield datasets_pb2.UploadDatasetRequest(chunk=data)
+        if end is not None:
+            yield datasets_pb2.UploadDatasetRequest(end=datasets_pb2.UploadDatasetEnd(total_bytes=end))
+
+    return stub.UploadDataset(messages(), timeout=60).dataset
+
+
+def test_an_upload_that_ends_short_of_its_declared_size_is_refused(channel, store_dir) -> None:  # type: ignore[no-untyped-def]
+    """A cancelled stream can reach the server looking like a finished one; a
+    declared size (the end message, or the header's total_bytes) tells them apart."""
+    whole = b"a,b\n" + b"1,2\n" * 50
+    cut = whole[: len(whole) // 2]  # ends on a line break: a valid, shorter table
+    for kwargs, field in [
+        ({"end": len(whole)}, "messages[2].end.total_bytes"),
+        ({"end": None, "total_bytes": len(whole)}, "header.total_bytes"),
+    ]:
+        err = rpc_error(_stream, channel, cut, **kwargs)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert f"ended after {len(cut)} bytes but declared {len(whole)}" in err.details()
+        assert violations(err) == [field]
+    assert stored_items(store_dir) == []
+    assert _stream(channel, whole, end=len(whole)).row_count == 50
+    assert _stream(channel, whole, end=None, total_bytes=len(whole)).row_count == 50
+    assert _stream(channel, whole, end=None).row_count == 50, "size unknown: taken as sent"
+
+
+def test_nothing_may_follow_the_end_message(channel, store_dir) -> None:  # type: ignore[no-untyped-def]
+    stub = datasets_pb2_grpc.DatasetServiceStub(channel)
+    data = b"a,b\n" + b"1,2\n" * 20
+
+    def messages():  # type: ignore[no-untyped-def]
+        yield datasets_pb2.UploadDatasetRequest(header=datasets_pb2.UploadDatasetHeader(display_name="t.csv"))
+        yield datasets_pb2.UploadDatasetRequest(chunk=data)
+        yield datasets_pb2.UploadDatasetRequest(end=datasets_pb2.UploadDatasetEnd(total_bytes=len(data)))
+        yield datasets_pb2.UploadDatasetRequest(chunk=b"3,4\n")
+
+    err = rpc_error(stub.UploadDataset, messages(), timeout=60)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["messages[3]"]
+    assert stored_items(store_dir) == []
