@@ -11,13 +11,17 @@ Per call it:
   (``context.add_callback``), so a cancelled watch or sample stops the backend;
 - relays the backend's status, message, details (``grpc-status-details-bin``)
   and trailing metadata unchanged; a backend that cannot be reached becomes
-  UNAVAILABLE with a message naming it.
+  UNAVAILABLE with a message naming it;
+- stops an upload (``UploadDataset``) whose messages pass the gateway's
+  ``MAX_UPLOAD_BYTES``, as the HTTP API does: RESOURCE_EXHAUSTED, and the
+  backend's call is cancelled, so nothing is stored.
 Messages are never decoded: the gateway stays correct for fields it has never
 heard of.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +32,7 @@ import grpc
 from gateway.auth import AUTH_HEADERS, KeyStore
 from gateway.backends import METHODS, Backends, Method
 from gateway.settings import GatewaySettings
+from services.common.errors import ResourceExhausted
 from services.common.logs import current_context
 from services.common.server import REQUEST_ID_HEADER
 
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Never forwarded: credentials, and what the HTTP/2 transport sets itself.
 _DROP = frozenset(AUTH_HEADERS) | {"user-agent", "te", "content-type", "host", "connection"}
+# Bytes of an upload's messages beyond its file bytes: the header message and
+# a few bytes of framing per chunk.
+_UPLOAD_MESSAGE_SLACK = 64 * 1024
 
 
 class _Status(NamedTuple):
@@ -127,11 +135,17 @@ class PassThrough(grpc.GenericRpcHandler):
 
         if method.client_streaming and not method.server_streaming:
             upload = channel.stream_unary(method.path)
+            limit = s.max_upload_bytes if method.name == "UploadDataset" else None
 
             def stream_unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
                 args = call_args(context)
-                future = upload.future(requests, **args)
+                counted = _CountedUpload(requests, limit)
+                future = upload.future(iter(counted), **args)
                 context.add_callback(future.cancel)
+                with contextlib.suppress(grpc.FutureCancelledError):
+                    future.exception()  # wait for the end, whichever way it goes
+                if counted.too_large:  # the backend saw a failed request stream; say why
+                    raise _upload_too_large(limit or 0)
                 return _finish_unary(future, context, where, args["metadata"])
 
             return grpc.stream_unary_rpc_method_handler(stream_unary)
@@ -152,6 +166,33 @@ class PassThrough(grpc.GenericRpcHandler):
             return _relay_stream(lambda: bidi(requests, **args), context, where, args["metadata"])
 
         return grpc.stream_stream_rpc_method_handler(stream_stream)
+
+
+class _CountedUpload:
+    """The caller's messages, stopped once they pass ``limit`` bytes (plus the
+    header's slack): the failing iterator makes grpc cancel the backend call."""
+
+    def __init__(self, requests: Iterator[bytes], limit: int | None) -> None:
+        self._requests = requests
+        self._limit = limit
+        self.too_large = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for message in self._requests:
+            seen += len(message)
+            if self._limit is not None and seen > self._limit + _UPLOAD_MESSAGE_SLACK:
+                self.too_large = True
+                raise _upload_too_large(self._limit)
+            yield message
+
+
+def _upload_too_large(limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the upload is larger than the gateway's limit of {limit} bytes ({limit / 1e6:.0f} MB)",
+        reason="UPLOAD_TOO_LARGE",
+        metadata={"max_bytes": str(limit)},
+    )
 
 
 def _finish_unary(

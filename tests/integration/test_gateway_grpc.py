@@ -184,13 +184,19 @@ def test_health_reflection_and_metrics(gateway) -> None:  # type: ignore[no-unty
     with grpc.insecure_channel(gateway.address) as ch:
         datasets_pb2_grpc.DatasetServiceStub(ch).ListDatasets(datasets_pb2.ListDatasetsRequest(), timeout=10)
     urllib.request.urlopen(gateway.http_url + "/v1/datasets", timeout=10).close()
-    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    http_line = 'synth_gateway_http_requests_total{code="200",method="GET",route="/v1/datasets"} 1.0'
+    deadline = time.monotonic() + 5  # the HTTP handler counts a request once its response is out
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        if http_line in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert (
         'grpc_server_handled_total{grpc_code="OK",grpc_method="ListDatasets",'
         'grpc_service="synth.v1.DatasetService",grpc_type="unary"} 1.0' in text
     )
-    assert 'synth_gateway_http_requests_total{code="200",method="GET",route="/v1/datasets"} 1.0' in text
+    assert http_line in text
 
 
 def test_targets_and_retry_config() -> None:
@@ -206,3 +212,26 @@ def test_targets_and_retry_config() -> None:
     assert {"GetDataset", "ListDatasets", "PreviewDataset", "WatchTraining", "GetModel"} <= retried
     assert not retried & {"UploadDataset", "DeleteDataset", "StartTraining", "CancelTrainingJob", "DeleteModel"}
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+
+
+def test_grpc_uploads_over_the_gateway_limit_are_refused_and_leave_nothing(trainer, fake, store_dir) -> None:  # type: ignore[no-untyped-def]
+    """The trainer allows 5 MB; the gateway's own 200 kB applies over gRPC as over HTTP."""
+    from tests.integration.conftest import stored_items
+
+    gw = start_gateway(trainer=trainer.address, sampler=fake.address, evaluator=fake.address, max_upload_bytes=200_000)
+    big = b"a,b\n" + b"12345,67890\n" * 40_000  # 480 kB
+    try:
+        with SynthClient(gw.address) as client:
+            with pytest.raises(SynthError) as info:
+                client.upload_dataset(big, name="big.csv", chunk_bytes=50_000)
+            assert info.value.code == "RESOURCE_EXHAUSTED"
+            assert "gateway's limit of 200000 bytes" in info.value.message
+            assert info.value.reason == "UPLOAD_TOO_LARGE"
+            deadline = time.monotonic() + 10  # the trainer sees the cancellation a moment later
+            while stored_items(store_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert stored_items(store_dir) == [], "the backend's upload was cancelled, not committed"
+            small = client.upload_dataset(big[:150_000].rsplit(b"\n", 1)[0] + b"\n", name="small.csv")
+            assert [d.id for d in client.list_datasets()] == [small.id], "under the limit it passes"
+    finally:
+        gw.stop(0)
