@@ -431,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_header) if length_header else None
         too_large = HttpError(
             "RESOURCE_EXHAUSTED",
-            f"the upload is larger than the limit of {limit} bytes ({limit / 1e6:.0f} MB)",
+            f"the upload is larger than the limit of {limit} bytes ({limit / 1e6:.3g} MB)",
             reason="UPLOAD_TOO_LARGE",
         )
         slack = _MULTIPART_SLACK if multipart else 0
@@ -472,6 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = _read_all(reader.read)
         header = _upload_header(fields, None if multipart else length)  # a form's length is not the file's
+        header.expect_end = True
         state: dict[str, Any] = {"error": None, "sent": 0}
         future_box: list[Any] = []
         ready = threading.Event()

@@ -12,7 +12,7 @@ Per call it:
 - relays the backend's status, message, details (``grpc-status-details-bin``)
   and trailing metadata unchanged; a backend that cannot be reached becomes
   UNAVAILABLE with a message naming it;
-- stops an upload (``UploadDataset``) whose messages pass the gateway's
+- stops an upload (``UploadDataset``) whose file bytes pass the gateway's
   ``MAX_UPLOAD_BYTES``, as the HTTP API does: RESOURCE_EXHAUSTED, and the
   backend's call is cancelled, so nothing is stored.
 Messages are never decoded: the gateway stays correct for fields it has never
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -40,9 +41,8 @@ log = logging.getLogger(__name__)
 
 # Never forwarded: credentials, and what the HTTP/2 transport sets itself.
 _DROP = frozenset(AUTH_HEADERS) | {"user-agent", "te", "content-type", "host", "connection"}
-# Bytes of an upload's messages beyond its file bytes: the header message and
-# a few bytes of framing per chunk.
-_UPLOAD_MESSAGE_SLACK = 64 * 1024
+# UploadDatasetRequest's `chunk` (field 2, length-delimited): tag byte 0x12.
+_CHUNK_TAG = 0x12
 
 
 class _Status(NamedTuple):
@@ -141,6 +141,7 @@ class PassThrough(grpc.GenericRpcHandler):
                 args = call_args(context)
                 counted = _CountedUpload(requests, limit)
                 future = upload.future(iter(counted), **args)
+                counted.started(future)
                 context.add_callback(future.cancel)
                 with contextlib.suppress(grpc.FutureCancelledError):
                     future.exception()  # wait for the end, whichever way it goes
@@ -169,27 +170,51 @@ class PassThrough(grpc.GenericRpcHandler):
 
 
 class _CountedUpload:
-    """The caller's messages, stopped once they pass ``limit`` bytes (plus the
-    header's slack): the failing iterator makes grpc cancel the backend call."""
+    """The caller's messages, counting the file bytes their chunks carry (read
+    from the wire format: the gateway decodes nothing). Past ``limit`` it
+    cancels the backend call (never a half-close, which would let the backend
+    store a cut-off file) and stops."""
 
     def __init__(self, requests: Iterator[bytes], limit: int | None) -> None:
         self._requests = requests
         self._limit = limit
+        self._future: Any = None
+        self._has_future = threading.Event()
         self.too_large = False
+
+    def started(self, future: Any) -> None:
+        self._future = future
+        self._has_future.set()
 
     def __iter__(self) -> Iterator[bytes]:
         seen = 0
         for message in self._requests:
-            seen += len(message)
-            if self._limit is not None and seen > self._limit + _UPLOAD_MESSAGE_SLACK:
+            seen += _chunk_size(message)
+            if self._limit is not None and seen > self._limit:
                 self.too_large = True
-                raise _upload_too_large(self._limit)
+                self._has_future.wait(10)
+                if self._future is not None:
+                    self._future.cancel()
+                return
             yield message
+
+
+def _chunk_size(message: bytes) -> int:
+    """Length of the ``chunk`` payload of a serialized UploadDatasetRequest (0 for the header and end)."""
+    if not message or message[0] != _CHUNK_TAG:
+        return 0
+    size, shift = 0, 0
+    for byte in message[1:11]:  # a varint
+        size |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return size
+        shift += 7
+    return len(message)
 
 
 def _upload_too_large(limit: int) -> ResourceExhausted:
     return ResourceExhausted(
-        f"the upload is larger than the gateway's limit of {limit} bytes ({limit / 1e6:.0f} MB)",
+        f"the upload is larger than the gateway's limit of {limit} bytes ({limit / 1e6:.3g} MB)",
         reason="UPLOAD_TOO_LARGE",
         metadata={"max_bytes": str(limit)},
     )

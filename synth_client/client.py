@@ -180,6 +180,7 @@ class SynthClient:
             missing_markers=list(missing_markers),
             total_bytes=total,
             request_id=request_id or str(uuid.uuid4()),
+            expect_end=True,
         )
 
         def messages() -> Iterator[datasets_pb2.UploadDatasetRequest]:
@@ -510,7 +511,8 @@ _COMPARISONS = {
 
 def parse_condition(text: str) -> sampling_pb2.Condition:
     """ "age>=18", "age<65", "sex=Female", "race in White,Black" → a Condition;
-    "dropoff>@pickup" (``@`` names a column) compares two columns of a row."""
+    "dropoff>@pickup" (``@`` names a column) compares two columns of a row;
+    "handle=@@bob" is the value "@bob"."""
     if " in " in text:
         column, _, values = text.partition(" in ")
         return sampling_pb2.Condition(
@@ -520,7 +522,9 @@ def parse_condition(text: str) -> sampling_pb2.Condition:
         column, found, value = text.partition(op)
         if found:
             column, value = column.strip(), value.strip()
-            if value.startswith("@"):
+            if value.startswith("@@"):  # an escaped @: the value itself starts with one
+                value = value[1:]
+            elif value.startswith("@"):
                 return sampling_pb2.Condition(
                     column=column,
                     compare=sampling_pb2.ColumnComparison(op=_COMPARISONS[op], other_column=value[1:].strip()),

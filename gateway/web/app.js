@@ -471,6 +471,7 @@ $("add-condition").addEventListener("click", () => {
   // A comparison with another column of the same row (e.g. drop-off after pick-up).
   const other = node("select", { id: `cond-other-${n}`, class: "cond-other", "aria-label": `Condition ${n} other column`, hidden: true });
   fillColumns(other);
+  if (other.options.length > 1) other.selectedIndex = 1; // not the first column, which the column picker shows
   op.addEventListener("change", () => {
     const comparing = op.value in COMPARE_LABELS;
     other.hidden = !comparing;

@@ -78,6 +78,9 @@ class _ComparedColumns:
             left = left.cast(left.type.value_type)
         if pa.types.is_dictionary(right.type):
             right = right.cast(right.type.value_type)
+        if left.type != right.type and pa.types.is_integer(left.type) != pa.types.is_integer(right.type):
+            # An integer against a float column: compare as floats (Arrow's own cast refuses integers past 2**53).
+            left, right = left.cast(pa.float64(), safe=False), right.cast(pa.float64(), safe=False)
         return pc.fill_null(pc.call_function(self.function, [left, right]), False)
 
 
@@ -259,8 +262,8 @@ def _compare(
         )
     if col.kind == ColumnKind.CATEGORICAL and condition.op not in ("=", "!="):
         return FieldViolation(f"{where}.compare.op", "categorical columns compare only with = and !=")
-    low, high = _bound_of(col.minimum, col), _bound_of(col.maximum, col)
-    other_low, other_high = _bound_of(other.minimum, other), _bound_of(other.maximum, other)
+    low, high = _widened(col)
+    other_low, other_high = _widened(other)
     # Generated values stay inside the training ranges: some orderings are impossible.
     impossible = {
         "<": low is not None and other_high is not None and low >= other_high,
@@ -275,6 +278,19 @@ def _compare(
             f"{_show(low)} .. {_show(high)} and {_show(other_low)} .. {_show(other_high)}",
         )
     return _ComparedColumns(col.name, function, other.name)
+
+
+def _widened(col: ColumnInfo) -> tuple[float | pd.Timestamp | None, float | pd.Timestamp | None]:
+    """The training range, one output step wider on each side (integers and
+    datetimes are rounded to whole units on output, which can meet a bound):
+    an ordering outside it is impossible, never merely unlikely."""
+    low, high = _bound_of(col.minimum, col), _bound_of(col.maximum, col)
+    step: float | pd.Timedelta = 0.0
+    if col.kind == ColumnKind.DATETIME:
+        step = pd.Timedelta(seconds=1)
+    elif col.integer:
+        step = 1.0
+    return (None if low is None else low - step), (None if high is None else high + step)  # type: ignore[operator]
 
 
 def _bound(text: str | None, col: ColumnInfo) -> float | pd.Timestamp | None:

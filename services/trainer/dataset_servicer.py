@@ -43,7 +43,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                 part = message.WhichOneof("part")
                 if ended or part not in ("chunk", "end"):
                     raise InvalidArgument(
-                        f"message {index} of the upload is not a chunk: only the first message is a header "
+                        f"message {index} of the upload is out of place: only the first message is a header "
                         "and only the last one the end",
                         violations=[FieldViolation(f"messages[{index}]", "expected a chunk")],
                     )
@@ -52,8 +52,13 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
                     ended = True
                     continue
                 upload.write(message.chunk)
-            if not ended and header.total_bytes:
-                _check_size(upload.bytes_received, header.total_bytes, "header.total_bytes")
+            if header.expect_end and not ended:
+                raise InvalidArgument(
+                    f"the upload stopped after {upload.bytes_received} bytes without its end message; "
+                    "nothing was stored (an interrupted upload: send it again)",
+                    reason="UPLOAD_INCOMPLETE",
+                    violations=[FieldViolation("end", "missing: the header expects it")],
+                )
             if not context.is_active():  # the caller went away: what arrived may be a cut-off file
                 raise Cancelled("the upload was cancelled by the caller; nothing was stored")
             info = upload.commit()

@@ -39,5 +39,9 @@ def channel(trainer) -> Iterator[grpc.Channel]:  # type: ignore[no-untyped-def]
 def stored_items(store_dir: Path, kind: str = "datasets") -> list[str]:
     """Committed items plus any staging debris: empty means nothing was stored."""
     items = sorted(p.name for p in (store_dir / kind).iterdir())
-    staging = sorted(str(p) for p in (store_dir / ".staging").rglob("*") if p.is_file())
-    return items + staging
+    while True:
+        try:  # a service may be removing its staging folder right now
+            staging = sorted(str(p) for p in (store_dir / ".staging").rglob("*") if p.is_file())
+            return items + staging
+        except FileNotFoundError:
+            continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 
@@ -207,5 +208,34 @@ def test_the_client_reads_every_condition_syntax() -> None:
     assert parse_condition("a<=@b").compare.op == sampling_pb2.COMPARISON_LESS_EQUAL
     assert parse_condition("a!=@b").compare.op == sampling_pb2.COMPARISON_NOT_EQUAL
     assert parse_condition("a=@b").compare.op == sampling_pb2.COMPARISON_EQUAL
+    assert parse_condition("handle=@@bob") == sampling_pb2.Condition(column="handle", equals="@bob")
     with pytest.raises(SynthError, match="COL<=@OTHER_COL"):
         parse_condition("age!=18")
+
+
+def test_an_integer_column_compares_with_a_float_column_past_two_to_the_53() -> None:
+    columns = [
+        ColumnInfo("big", ColumnKind.CONTINUOUS, 0, 3, integer=True, minimum=0.0, maximum=2.0**60),
+        ColumnInfo("x", ColumnKind.CONTINUOUS, 0, 3, minimum=0.0, maximum=2.0**60),
+    ]
+    batch = pa.record_batch(
+        [pa.array([2**55 + 1, 5, None], pa.int64()), pa.array([1.0, 10.0, 3.0], pa.float64())], names=["big", "x"]
+    )
+    assert compile_conditions([Compare("big", ">", "x")], columns).filter(batch).num_rows == 1
+
+
+def test_orderings_that_rounding_can_meet_are_not_refused() -> None:
+    """Datetimes come out in whole seconds and integers whole: a bound a fraction
+    away can still be met, so only a gap of more than one step is impossible."""
+    columns = [
+        ColumnInfo("p", ColumnKind.DATETIME, 0, 9, datetime_format="%Y", minimum=100.4, maximum=200.0),
+        ColumnInfo("d", ColumnKind.DATETIME, 0, 9, datetime_format="%Y", minimum=50.0, maximum=100.3),
+        ColumnInfo("i", ColumnKind.CONTINUOUS, 0, 9, integer=True, minimum=10.0, maximum=20.0),
+        ColumnInfo("j", ColumnKind.CONTINUOUS, 0, 9, integer=True, minimum=0.0, maximum=9.6),
+    ]
+    compile_conditions([Compare("p", "<=", "d"), Compare("i", "<=", "j")], columns)  # not refused
+    from services.common.errors import InvalidArgument
+
+    low_j = dataclasses.replace(columns[3], maximum=5.0)  # every i (10..20) is above every j (0..5) by more than 1
+    with pytest.raises(InvalidArgument, match="no row can satisfy i < j"):
+        compile_conditions([Compare("i", "<", "j")], [columns[2], low_j])
