@@ -98,7 +98,7 @@ def browser_context() -> Iterator[Any]:
             viewport={"width": 1366, "height": 820},  # a laptop screen
             accept_downloads=True,
         )
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(30_000)  # a shared CI machine under load is slow, not broken
         try:
             yield context
         finally:

@@ -139,7 +139,10 @@ def test_api_key_prompt(platform, page) -> None:  # type: ignore[no-untyped-def]
         page.press("#api-key", "Enter")
         page.goto(gw.http_url + "/#library")
         page.wait_for_selector("#auth-form:not([hidden])")
-        assert any(m in page.inner_text("#auth-message") for m in ("not accepted", "invalid or revoked API key"))
+        # The form never hid: wait for the refusal's message rather than read it at once.
+        page.wait_for_function(
+            "() => /not accepted|invalid or revoked API key/.test(document.getElementById('auth-message').textContent)"
+        )
         page.fill("#api-key", key)
         page.click("#auth-form button")
         page.wait_for_selector("#auth-form", state="hidden")
