@@ -472,7 +472,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = _read_all(reader.read)
         header = _upload_header(fields, None if multipart else length)  # a form's length is not the file's
-        header.expect_end = True
         state: dict[str, Any] = {"error": None, "sent": 0}
         future_box: list[Any] = []
         ready = threading.Event()
@@ -738,6 +737,7 @@ def _upload_header(fields: dict[str, list[str]], length: int | None) -> datasets
         missing_markers=[m for m in fields.get("missing_marker", [])],
         total_bytes=length or 0,
         request_id=one("request_id"),
+        expect_end=True,  # messages() sends the end message once the whole body is read
     )
     for item in fields.get("kind", []):
         column, sep, kind = item.partition("=")

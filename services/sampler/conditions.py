@@ -74,10 +74,6 @@ class _ComparedColumns:
 
     def mask(self, batch: pa.RecordBatch) -> pa.BooleanArray:
         left, right = batch.column(self.column), batch.column(self.other)
-        if pa.types.is_dictionary(left.type):
-            left = left.cast(left.type.value_type)
-        if pa.types.is_dictionary(right.type):
-            right = right.cast(right.type.value_type)
         if left.type != right.type and pa.types.is_integer(left.type) != pa.types.is_integer(right.type):
             # An integer against a float column: compare as floats (Arrow's own cast refuses integers past 2**53).
             left, right = left.cast(pa.float64(), safe=False), right.cast(pa.float64(), safe=False)

@@ -160,12 +160,9 @@ class JobManager:
 
     # ---- requests -------------------------------------------------------
     def create(self, dataset_id: str, config: dict[str, Any], request: RequestKey | None = None) -> JobRecord:
-        """Queue a new job; with ``request``, the job that request already made
-        (in its current state) when it is a retry."""
+        """Queue a new job. With ``request`` (looked up by ``Trainer.start``
+        first), a retry that commits second gets the job the first one made."""
         with self._lock:
-            earlier = self._store.find_request("jobs", request)
-            if earlier is not None:
-                return self.get(earlier)
             queued = sum(1 for j in self._unfinished() if j.state == QUEUED)
             if queued >= self._max_queued:
                 raise ResourceExhausted(
