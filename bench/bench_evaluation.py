@@ -37,9 +37,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.common.quality import EvaluationInputs, evaluate  # noqa: E402
 from services.common.store import ArtifactStore  # noqa: E402
 from services.common.tables import ColumnInfo, ColumnKind, DatasetRepository, IntakeLimits  # noqa: E402
-from services.evaluator.metrics import EvaluationInputs, evaluate  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "bench" / "results"

@@ -33,9 +33,9 @@ from services.common.errors import (
 from services.common.holdout import split_holdout
 from services.common.logs import current_context, log_context
 from services.common.models import ModelRegistry
+from services.common.quality import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
 from services.common.tables import DatasetRepository
-from services.evaluator.metrics import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.evaluator.sampler_client import SamplerClient
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
+from services.common.quality import Report
 from services.evaluator.evaluations import EvaluationRequest, Evaluations, Progress
-from services.evaluator.metrics import Report
 
 _TASKS = {
     evaluation_pb2.TASK_UNSPECIFIED: "auto",

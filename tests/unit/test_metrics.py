@@ -1,4 +1,4 @@
-"""The evaluator's metrics (services.evaluator.metrics): known answers on hand-made and real tables.
+"""The evaluator's metrics (services.common.quality): known answers on hand-made and real tables.
 
 Small tables keep the suite fast; the Adult checks use a 6,000-row slice of data/adult.csv.
 """
@@ -17,8 +17,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import roc_auc_score
 
 from services.common.errors import InvalidArgument
-from services.common.tables import ColumnInfo, ColumnKind
-from services.evaluator.metrics import (
+from services.common.quality import (
     SPECS,
     EvaluationInputs,
     Report,
@@ -26,12 +25,13 @@ from services.evaluator.metrics import (
     evaluate,
     naive_baseline,
 )
-from services.evaluator.metrics.encoding import ColumnSet, DistanceEncoder, prepare_frames
-from services.evaluator.metrics.fidelity import association_matrix, cramers_v
-from services.evaluator.metrics.neighbors import nearest_neighbours
-from services.evaluator.metrics.privacy import closer_share, identifiability, neutral_share, nndr, size_adjusted
-from services.evaluator.metrics.utility import macro_roc_auc
-from services.evaluator.metrics.verdicts import verdict_of
+from services.common.quality.encoding import ColumnSet, DistanceEncoder, prepare_frames
+from services.common.quality.fidelity import association_matrix, cramers_v
+from services.common.quality.neighbors import nearest_neighbours
+from services.common.quality.privacy import closer_share, identifiability, neutral_share, nndr, size_adjusted
+from services.common.quality.utility import macro_roc_auc
+from services.common.quality.verdicts import verdict_of
+from services.common.tables import ColumnInfo, ColumnKind
 
 ROOT = Path(__file__).resolve().parents[2]
 ADULT = ROOT / "data" / "adult.csv"
@@ -412,7 +412,7 @@ def test_report_fields_follow_the_proto() -> None:
 
     from dataclasses import fields as dc_fields
 
-    from services.evaluator.metrics import report as rep
+    from services.common.quality import report as rep
 
     for message, cls in (
         ("MetricResult", rep.MetricResult),

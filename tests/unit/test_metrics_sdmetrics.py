@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.evaluator.metrics import EvaluationInputs, evaluate
-from services.evaluator.metrics.encoding import ColumnSet, prepare_frames
-from services.evaluator.metrics.fidelity import association_matrix
+from services.common.quality import EvaluationInputs, evaluate
+from services.common.quality.encoding import ColumnSet, prepare_frames
+from services.common.quality.fidelity import association_matrix
 from tests.unit.test_metrics import load_adult, toy_schema, toy_table
 
 sdmetrics = pytest.importorskip("sdmetrics", reason="sdmetrics (a test-only dependency) is not installed")

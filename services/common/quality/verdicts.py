@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.evaluator.metrics.report import MetricResult
+from services.common.quality.report import MetricResult
 
 __all__ = ["SPECS", "MetricSpec", "Measured", "judge", "overall", "resolve_thresholds"]
 

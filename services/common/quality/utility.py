@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 
-from services.evaluator.metrics.encoding import ColumnSet, Prepared
+from services.common.quality.encoding import ColumnSet, Prepared
 
 __all__ = ["CLASSIFICATION", "REGRESSION", "UtilityNumbers", "fit_and_score", "macro_roc_auc"]
 

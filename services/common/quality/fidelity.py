@@ -14,9 +14,9 @@ import numpy as np
 from scipy.stats import ks_2samp
 from threadpoolctl import threadpool_limits
 
+from services.common.quality.encoding import ColumnSet, Prepared
+from services.common.quality.report import Histogram, Matrix
 from services.common.tables import ColumnKind
-from services.evaluator.metrics.encoding import ColumnSet, Prepared
-from services.evaluator.metrics.report import Histogram, Matrix
 
 __all__ = [
     "FidelityNumbers",

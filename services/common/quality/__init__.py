@@ -1,13 +1,16 @@
-"""The evaluator's metrics domain: utility, fidelity and privacy of a synthetic table.
+"""Quality metrics: utility, fidelity and privacy of a synthetic table.
+
+Shared (not the evaluator's alone) because the trainer's automatic engine choice scores its
+candidates with the same metrics the evaluator reports.
 
 Pure Python over pandas / numpy / scikit-learn / scipy; no gRPC, no protobuf. The servicer builds
 :class:`EvaluationInputs`, calls :func:`evaluate` and maps the :class:`Report` (whose fields mirror
 ``synth.v1.Report``) onto the proto. Every metric's formula, threshold and reason: METRICS.md.
 """
 
-from services.evaluator.metrics.baseline import naive_baseline
-from services.evaluator.metrics.evaluate import TASKS, EvaluationInputs, check_schema, evaluate
-from services.evaluator.metrics.report import (
+from services.common.quality.baseline import naive_baseline
+from services.common.quality.evaluate import TASKS, EvaluationInputs, check_schema, evaluate
+from services.common.quality.report import (
     CorrelationCharts,
     DistanceHistogram,
     Histogram,
@@ -15,7 +18,7 @@ from services.evaluator.metrics.report import (
     MetricResult,
     Report,
 )
-from services.evaluator.metrics.verdicts import SPECS
+from services.common.quality.verdicts import SPECS
 
 __all__ = [
     "SPECS",

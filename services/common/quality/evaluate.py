@@ -1,4 +1,4 @@
-"""One evaluation: inputs in, :class:`~services.evaluator.metrics.report.Report` out."""
+"""One evaluation: inputs in, :class:`~services.common.quality.report.Report` out."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.quality import fidelity, privacy, utility
+from services.common.quality.baseline import naive_baseline
+from services.common.quality.encoding import EXCLUDED_KINDS, ColumnSet, DistanceEncoder, prepare_frames
+from services.common.quality.report import CorrelationCharts, MetricResult, Report
+from services.common.quality.verdicts import Measured, judge, overall, resolve_thresholds
 from services.common.tables import ColumnInfo, ColumnKind
-from services.evaluator.metrics import fidelity, privacy, utility
-from services.evaluator.metrics.baseline import naive_baseline
-from services.evaluator.metrics.encoding import EXCLUDED_KINDS, ColumnSet, DistanceEncoder, prepare_frames
-from services.evaluator.metrics.report import CorrelationCharts, MetricResult, Report
-from services.evaluator.metrics.verdicts import Measured, judge, overall, resolve_thresholds
 
 __all__ = ["MIN_ROWS", "TASKS", "EvaluationInputs", "check_schema", "evaluate"]
 

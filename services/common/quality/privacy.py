@@ -1,7 +1,7 @@
 """Privacy: does a released table sit closer to the training rows than fresh real data would?
 
-Distances are Euclidean on :class:`~services.evaluator.metrics.encoding.DistanceEncoder`'s
-encoding; nearest neighbours come from :func:`~services.evaluator.metrics.neighbors.nearest_neighbours`
+Distances are Euclidean on :class:`~services.common.quality.encoding.DistanceEncoder`'s
+encoding; nearest neighbours come from :func:`~services.common.quality.neighbors.nearest_neighbours`
 (exact, blockwise, bounded memory). The real holdout is the yardstick: it was never trained on,
 so whatever it scores is what "no memorisation" looks like on this data.
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from services.evaluator.metrics.encoding import ColumnSet, DistanceEncoder, Prepared
-from services.evaluator.metrics.neighbors import nearest_neighbours
-from services.evaluator.metrics.report import DistanceHistogram
+from services.common.quality.encoding import ColumnSet, DistanceEncoder, Prepared
+from services.common.quality.neighbors import nearest_neighbours
+from services.common.quality.report import DistanceHistogram
 
 __all__ = [
     "Disclosure",
