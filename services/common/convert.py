@@ -45,6 +45,7 @@ def column_to_proto(col: ColumnInfo) -> common_pb2.ColumnSchema:
         datetime_format=col.datetime_format or "",
         kind_overridden=col.overridden,
         categories=col.categories,
+        kind_reason=col.kind_reason,
     )
     if col.minimum is not None:
         msg.minimum = col.minimum

@@ -1,7 +1,8 @@
 """Dataset intake (services.common.tables): validation, inference, storage.
 
-Real tables come from ../shared/datasets (skipped when that folder is absent);
-bad inputs are small hand-made tables. Every refused upload must leave the
+Real tables come from ../shared/datasets (skipped when that folder is absent),
+the bundled data/adult.csv and tests/fixtures/ (always present); bad inputs are
+small hand-made tables. Every refused upload must leave the
 store's datasets/ and .staging/ folders empty.
 """
 
@@ -40,7 +41,10 @@ from services.common.tables import (
     IntakeLimits,
 )
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+ROOT = Path(__file__).resolve().parents[2]
+DATASETS = ROOT.parent / "shared" / "datasets"
+ADULT = ROOT / "data" / "adult.csv"  # byte-identical to ../shared/datasets/adult.csv
+KC_HOUSE_2000 = ROOT / "tests" / "fixtures" / "kc_house_2000.csv"  # header + first 2,000 rows of kc_house_data.csv
 MB = 1 << 20
 
 # rows x columns, from ../shared/datasets/README.md
@@ -64,12 +68,17 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[ColumnKind, int | None, str | None]]
         "price": (ColumnKind.CONTINUOUS, 0, None),
         "waterfront": (ColumnKind.CATEGORICAL, 0, None),
         "view": (ColumnKind.CATEGORICAL, 0, None),
+        "grade": (ColumnKind.CATEGORICAL, 0, None),  # 12 integer codes
+        "zipcode": (ColumnKind.CATEGORICAL, 0, None),  # 70 codes, named as such
+        "yr_built": (ColumnKind.CONTINUOUS, 0, None),  # 116 years
+        "yr_renovated": (ColumnKind.CONTINUOUS, 0, None),  # 70 values, 96% zeros
         "lat": (ColumnKind.CONTINUOUS, 0, None),
     },
     "pima_diabetes.csv": {
         "Outcome": (ColumnKind.CATEGORICAL, 0, None),
         "BMI": (ColumnKind.CONTINUOUS, 0, None),
         "Glucose": (ColumnKind.CONTINUOUS, 0, None),
+        "BloodPressure": (ColumnKind.CONTINUOUS, 0, None),
     },
     "nyc_taxis.csv": {
         "pickup": (ColumnKind.DATETIME, 0, "%Y-%m-%d %H:%M:%S"),
@@ -184,11 +193,8 @@ def repo(store: ArtifactStore) -> DatasetRepository:
 
 @pytest.fixture(scope="module")
 def adult(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetRepository, DatasetInfo]:
-    path = DATASETS / "adult.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
     repo = DatasetRepository(ArtifactStore(tmp_path_factory.mktemp("adult") / "store"))
-    return repo, upload(repo, path.read_bytes(), name="adult")
+    return repo, upload(repo, ADULT.read_bytes(), name="adult")
 
 
 # ---------------------------------------------------------------------------
@@ -279,7 +285,7 @@ def test_adult_preview_shows_missing_cells_as_none(adult: tuple[DatasetRepositor
     assert names == [c.name for c in info.columns]
     assert len(rows) == 100
     assert all(len(r) == 15 for r in rows)
-    raw = pd.read_csv(DATASETS / "adult.csv", dtype=str, keep_default_na=False, nrows=100)
+    raw = pd.read_csv(ADULT, dtype=str, keep_default_na=False, nrows=100)
     workclass = names.index("workclass")
     expected = [None if v == "?" else v for v in raw["workclass"]]
     assert [r[workclass] for r in rows] == expected
@@ -295,6 +301,7 @@ def test_dataset_info_round_trips_through_json(adult: tuple[DatasetRepository, D
     col = info.columns[1]
     assert ColumnInfo.from_dict(col.to_dict()) == col
     assert data["columns"][1]["kind"] == "categorical"
+    assert data["columns"][1]["kind_reason"] == "text with 8 distinct values"
 
 
 # ---------------------------------------------------------------------------
@@ -653,7 +660,9 @@ def test_datetime_override_names_the_first_bad_row(repo: DatasetRepository, stor
     err = refused(repo, store, data, kind_overrides={"when": ColumnKind.DATETIME})
     assert "'when'" in err.message and "row 14" in err.message and "2024-13-45" in err.message
     assert "line 15" in err.message
-    assert upload(repo, data).column("when").kind is ColumnKind.CATEGORICAL  # not inferred as datetime
+    when = upload(repo, data).column("when")
+    assert when.kind is ColumnKind.IDENTIFIER  # not inferred as datetime; 20 distinct texts in 20 rows
+    assert when.kind_reason.startswith("near-unique text (20 distinct in 20 rows)")
 
 
 def test_overrides_are_applied_and_flagged(repo: DatasetRepository) -> None:
@@ -741,7 +750,8 @@ def test_integer_ids_by_name(repo: DatasetRepository) -> None:
 def test_text_identifiers(repo: DatasetRepository) -> None:
     tokens = [hashlib.md5(str(i).encode()).hexdigest()[:12] for i in range(60)]
     assert _infer(repo, tokens, name="ref").kind is ColumnKind.IDENTIFIER
-    assert _infer(repo, tokens[:20], name="ref").kind is not ColumnKind.IDENTIFIER  # too few rows to tell
+    assert _infer(repo, tokens[:20], name="ref").kind is ColumnKind.IDENTIFIER  # near-unique text
+    assert _infer(repo, tokens[:19], name="ref").kind is ColumnKind.CATEGORICAL  # too few rows to tell
     assert _infer(repo, [f"u{i % 5}" for i in range(20)], name="user_key").kind is ColumnKind.CATEGORICAL
     assert _infer(repo, [f"u{i % 15}" for i in range(20)], name="user_key").kind is ColumnKind.IDENTIFIER
 
@@ -756,6 +766,237 @@ def test_free_text(repo: DatasetRepository) -> None:
 def test_infinite_values_are_not_numbers(repo: DatasetRepository) -> None:
     col = _infer(repo, ["1.5", "inf", "2.5"] * 5)
     assert col.kind is ColumnKind.CATEGORICAL
+
+
+# ---------------------------------------------------------------------------
+# inference on messy data: integer codes, near-unique text, kind reasons
+# ---------------------------------------------------------------------------
+
+
+def _skewed(levels: Sequence[object], rows: int, seed: int = 0) -> list[object]:
+    """``rows`` draws from ``levels``, the first most frequent (as real codes
+    are), every level present at least once."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, len(levels) + 1)
+    drawn = rng.choice(len(levels), size=rows - len(levels), p=weights / weights.sum())
+    order = [*range(len(levels)), *drawn.tolist()]
+    rng.shuffle(order)
+    return [levels[i] for i in order]
+
+
+@pytest.mark.parametrize(
+    ("name", "distinct"),
+    [("Browser", 13), ("TrafficType", 20), ("grade", 12), ("Region", 9), ("level", 20)],
+)
+def test_integer_codes_up_to_twenty_are_categorical(repo: DatasetRepository, name: str, distinct: int) -> None:
+    # UCI online shoppers: Browser has 13 codes, TrafficType 20, Region 9; King County grade 12.
+    col = _infer(repo, _skewed(list(range(1, distinct + 1)), 600), name=name)
+    assert (col.kind, col.integer, col.distinct_count) == (ColumnKind.CATEGORICAL, True, distinct)
+    assert sorted(col.categories, key=int) == [str(v) for v in range(1, distinct + 1)]
+    assert col.kind_reason == f"integer codes: {distinct} distinct values"
+
+
+def test_integers_that_do_not_repeat_or_have_many_values_stay_continuous(repo: DatasetRepository) -> None:
+    col = _infer(repo, _skewed(list(range(1, 22)), 600), name="level")  # 21 values, neutral name
+    assert col.kind is ColumnKind.CONTINUOUS
+    assert col.kind_reason == "whole numbers with 21 distinct values"
+    # 13 values in 23 rows (nycflights planes.speed): measurements, not repeated codes.
+    speeds = [90, 105, 108, 112, 126, 127, 136, 139, 142, 162, 167, 236, 432] + [105, 126] * 5
+    assert _infer(repo, speeds, name="speed").kind is ColumnKind.CONTINUOUS
+
+
+@pytest.mark.parametrize("name", ["zipcode", "zip", "ZipCode", "postal_code", "PostCode", "region", "property_type"])
+def test_integers_named_as_codes_are_categorical_up_to_200_values(repo: DatasetRepository, name: str) -> None:
+    zips = list(range(98001, 98200, 2))[:70]  # 70 values from 98001, like King County zipcode
+    col = _infer(repo, _skewed(zips, 2000), name=name)
+    assert (col.kind, col.distinct_count) == (ColumnKind.CATEGORICAL, 70)
+    assert col.kind_reason.startswith("integer codes named like a code (")
+    assert col.kind_reason.endswith("): 70 distinct values")
+    # The same numbers under a name that does not say "code" are continuous.
+    assert _infer(repo, _skewed(zips, 2000), name="amount").kind is ColumnKind.CONTINUOUS
+    # Codes must repeat: 70 codes in 100 rows are not learnable categories.
+    assert _infer(repo, _skewed(zips, 100), name=name).kind is ColumnKind.CONTINUOUS
+
+
+def test_named_codes_stop_at_200_values(repo: DatasetRepository) -> None:
+    codes = list(range(1000, 1201))  # 201 values
+    assert _infer(repo, _skewed(codes, 3000), name="product_code").kind is ColumnKind.CONTINUOUS
+    assert _infer(repo, _skewed(codes[:200], 3000), name="product_code").kind is ColumnKind.CATEGORICAL
+
+
+def test_age_like_integers_stay_continuous(repo: DatasetRepository) -> None:
+    ages = _skewed(list(range(17, 90)), 3000)  # 73 values, like Adult age
+    col = _infer(repo, ages, name="age")
+    assert (col.kind, col.integer, col.minimum, col.maximum) == (ColumnKind.CONTINUOUS, True, 17.0, 89.0)
+    assert col.kind_reason == "whole numbers with 73 distinct values"
+    assert _infer(repo, _skewed(list(range(1900, 2016)), 3000), name="yr_built").kind is ColumnKind.CONTINUOUS
+
+
+@pytest.mark.parametrize("name", ["capital_gain", "yr_renovated", "loss_class", "claim_status"])
+def test_zero_inflated_integers_stay_continuous(repo: DatasetRepository, name: str) -> None:
+    # Like Adult capital_gain (119 values, 92% zeros) or yr_renovated (70 values, 96% zeros):
+    # an amount, even when its name ends in a code-like word.
+    amounts = [0] * 2700 + _skewed(list(range(100, 10_000, 100)), 300)  # 100 distinct, 90% zeros
+    col = _infer(repo, amounts, name=name)
+    assert (col.kind, col.distinct_count) == (ColumnKind.CONTINUOUS, 100)
+    if name.endswith(("class", "status")):
+        assert (
+            col.kind_reason
+            == "whole numbers with 100 distinct values, mostly 0 (an amount, not codes, despite the name)"
+        )
+    else:
+        assert col.kind_reason == "whole numbers with 100 distinct values"
+    # Without the zeros, the code-like names are codes.
+    nonzero = _skewed(list(range(100, 10_000, 100)), 3000)
+    expected = ColumnKind.CATEGORICAL if name.endswith(("class", "status")) else ColumnKind.CONTINUOUS
+    assert _infer(repo, nonzero, name=name).kind is expected
+
+
+def test_zero_inflated_integers_with_an_unambiguous_code_name_are_codes(repo: DatasetRepository) -> None:
+    codes = [0] * 2000 + _skewed(list(range(100, 160)), 1000)  # "0 = no error", then 60 error codes
+    col = _infer(repo, codes, name="error_code")
+    assert col.kind is ColumnKind.CATEGORICAL
+    assert col.kind_reason == "integer codes named like a code ('code'): 61 distinct values"
+
+
+def _tickets(rng: np.random.Generator, n: int) -> list[str]:
+    prefixes = ["A/5 ", "PC ", "STON/O2. ", "", "", "", "", "", "", "", "", ""]  # about 1 in 4, as in Titanic
+    return [
+        f"{prefixes[i % len(prefixes)]}{v}"
+        for i, v in enumerate((1000 + rng.choice(3_200_000, n, replace=False)).tolist())
+    ]
+
+
+def test_near_unique_ticket_text_is_an_identifier(repo: DatasetRepository) -> None:
+    # Kaggle Titanic Ticket: 681 distinct in 891 rows (families share a ticket).
+    rng = np.random.default_rng(11)
+    distinct = _tickets(rng, 681)
+    values = distinct + rng.choice(distinct[:120], 891 - 681).tolist()
+    assert len(set(values)) == 681
+    col = _infer(repo, values, name="Ticket")
+    assert col.kind is ColumnKind.IDENTIFIER
+    assert col.categories == []  # nothing real is kept to be learned or re-emitted
+    assert col.kind_reason == (
+        "near-unique text (681 distinct in 891 rows): treated as an identifier and not learned, "
+        "so no real value is copied"
+    )
+
+
+def test_near_unique_text_with_missing_cells_is_an_identifier(repo: DatasetRepository) -> None:
+    # Kaggle Titanic Cabin: 147 distinct in 204 non-missing of 891 rows, some with several cabins.
+    decks = "ABCDEFG"
+    cabins = [f"{decks[i % 7]}{i + 2}" for i in range(140)]
+    cabins += [f"C{i} C{i + 2} C{i + 4}" for i in (23, 62, 22)] + ["F G73", "F G63", "B57 B59 B63 B66", "T"]
+    values: list[str] = cabins + [cabins[i] for i in range(57)] + [""] * (891 - 204)
+    col = _infer(repo, values, name="Cabin")
+    assert (col.kind, col.missing_count, col.distinct_count) == (ColumnKind.IDENTIFIER, 687, 147)
+    assert col.kind_reason.startswith("near-unique text (147 distinct in 204 non-missing rows)")
+
+
+def test_ordinary_text_categories_are_unaffected(repo: DatasetRepository) -> None:
+    countries = [f"Country-{i}" for i in range(41)]  # Adult native_country: 41 values, 32k rows
+    col = _infer(repo, _skewed(countries, 5000), name="native_country")
+    assert (col.kind, len(col.categories)) == (ColumnKind.CATEGORICAL, 41)
+    assert col.kind_reason == "text with 41 distinct values"
+    # Many distinct values that still repeat (ratio 0.2) stay categories.
+    zones = [f"zone {i}" for i in range(200)]
+    assert _infer(repo, _skewed(zones, 1000), name="pickup_zone").kind is ColumnKind.CATEGORICAL
+
+
+def test_small_tables_are_judged_by_the_same_ratio(repo: DatasetRepository) -> None:
+    # 30 rows with 20 distinct categories: most values are seen once, so a model could
+    # only copy them; flagged (a user who knows better overrides the kind).
+    cats = [f"cat{i}" for i in range(20)]
+    assert _infer(repo, cats + cats[:10], name="c").kind is ColumnKind.IDENTIFIER
+    # 30 rows with 12 distinct (ratio 0.4): categories.
+    assert _infer(repo, (cats[:12] * 3)[:30], name="c").kind is ColumnKind.CATEGORICAL
+    # Fewer than 20 values: too few to conclude anything.
+    assert _infer(repo, cats[:19], name="c").kind is ColumnKind.CATEGORICAL
+    info = upload(
+        repo, table(["row", "c"], [[i, v] for i, v in enumerate(cats + cats[:10])]), kind_overrides={"c": "categorical"}
+    )
+    col = info.column("c")
+    assert (col.kind, col.overridden, col.kind_reason) == (ColumnKind.CATEGORICAL, True, "user override")
+
+
+def test_free_text_keeps_its_rule_and_says_why(repo: DatasetRepository) -> None:
+    notes = [f"patient {i} reported mild symptoms after visit" for i in range(40)]
+    col = _infer(repo, notes, name="notes")
+    assert col.kind is ColumnKind.FREE_TEXT
+    assert col.kind_reason.startswith("free text (100% of values have several words")
+    names = [f"Passenger, Mr. Number{i}" for i in range(40)]  # Titanic Name: multi-word, near-unique
+    assert _infer(repo, names, name="Name").kind is ColumnKind.FREE_TEXT
+
+
+def test_every_inferred_column_has_a_reason(repo: DatasetRepository) -> None:
+    rows = [
+        [f"{10 + i}", f"{i * 0.5}", i % 2, f"2021-05-{i + 1:02d}", f"a note number {i} with words"] for i in range(25)
+    ]
+    info = upload(repo, table(["row_id", "x", "flag", "day", "notes"], rows))
+    assert [c.kind_reason for c in info.columns] == [
+        "whole numbers named like an identifier (25 distinct in 25 rows): treated as an identifier and not "
+        "learned, so no real value is copied",
+        "numbers with 25 distinct values",
+        "integer codes: 2 distinct values",
+        "dates/times in the format %Y-%m-%d",
+        "free text (100% of values have several words, mean length 27 characters): not learned",
+    ]
+
+
+def test_kind_reason_round_trips_and_old_dicts_load(repo: DatasetRepository) -> None:
+    col = _infer(repo, [i % 3 for i in range(30)])
+    data = json.loads(json.dumps(col.to_dict()))
+    assert data["kind_reason"] == "integer codes: 3 distinct values"
+    assert ColumnInfo.from_dict(data) == col
+    del data["kind_reason"]  # a dataset.json stored before the field existed
+    old = ColumnInfo.from_dict(data)
+    assert old.kind_reason == "" and old.kind is ColumnKind.CATEGORICAL
+    assert ColumnInfo.from_dict({**data, "kind_reason": None}).kind_reason == ""
+
+
+def test_kind_reason_is_in_the_contract(repo: DatasetRepository) -> None:
+    from services.common.convert import dataset_to_proto, schema_to_proto
+
+    info = upload(repo, GOOD)
+    schema = schema_to_proto(info.columns)
+    assert [c.kind_reason for c in schema.columns] == [c.kind_reason for c in info.columns]
+    assert all(c.kind_reason for c in schema.columns)
+    assert dataset_to_proto(info).schema == schema
+    old = ColumnInfo(name="x", kind=ColumnKind.CONTINUOUS, missing_count=0, distinct_count=3)
+    assert schema_to_proto([old]).columns[0].kind_reason == ""
+
+
+def test_adult_kind_reasons(adult: tuple[DatasetRepository, DatasetInfo]) -> None:
+    _, info = adult
+    reasons = {c.name: c.kind_reason for c in info.columns}
+    assert reasons["age"] == "whole numbers with 73 distinct values"
+    assert reasons["capital_gain"] == "whole numbers with 119 distinct values"
+    assert reasons["hours_per_week"] == "whole numbers with 94 distinct values"
+    assert reasons["native_country"] == "text with 41 distinct values"  # 42 with "?", which is missing
+    assert reasons["income"] == "text with 2 distinct values"
+    assert all(reasons.values())
+
+
+@pytest.fixture(scope="module")
+def kc_house(tmp_path_factory: pytest.TempPathFactory) -> DatasetInfo:
+    repo = DatasetRepository(ArtifactStore(tmp_path_factory.mktemp("kc") / "store"))
+    return upload(repo, KC_HOUSE_2000.read_bytes(), name="kc_house_2000")
+
+
+def test_kc_house_fixture_kinds(kc_house: DatasetInfo) -> None:
+    info = kc_house
+    assert (info.row_count, info.column_count) == (2000, 21)
+    kinds = {c.name: c.kind for c in info.columns}
+    for name in ["zipcode", "grade", "waterfront", "view", "condition"]:
+        assert kinds[name] is ColumnKind.CATEGORICAL, name
+    for name in ["price", "sqft_living", "yr_built", "yr_renovated", "lat", "long"]:
+        assert kinds[name] is ColumnKind.CONTINUOUS, name
+    assert kinds["id"] is ColumnKind.IDENTIFIER
+    assert kinds["date"] is ColumnKind.DATETIME
+    zipcode = info.column("zipcode")
+    assert zipcode.kind_reason == "integer codes named like a code ('zipcode'): 69 distinct values"
+    assert all(c.startswith("98") and len(c) == 5 for c in zipcode.categories)
+    assert info.column("id").kind_reason.startswith("whole numbers named like an identifier (1984 distinct")
 
 
 # ---------------------------------------------------------------------------
