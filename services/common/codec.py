@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.support import SupportRules
 from services.common.tables import ColumnInfo, ColumnKind
 
 NOT_LEARNED = {ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT}
@@ -66,9 +67,12 @@ def _category_text(value: object) -> object:
 class OutputTyper:
     """Typed synthetic rows, as Arrow record batches, from the engine's decoded columns.
 
-    Keeps what users expect of their data: numbers stay inside the training
-    range (CTGAN's tanh-and-mixture output can leave it), whole-number columns
-    stay integers, datetimes come back as datetimes (naive UTC, whole seconds;
+    Keeps what users expect of their data: with ``support`` rules (see
+    ``services.common.support``), numbers land where real ones are (on the
+    source's grid of decimals or days, on its few observed values, on its point
+    masses rather than in the gap next to them); numbers stay inside the
+    training range (CTGAN's tanh-and-mixture output can leave it), whole-number
+    columns stay integers, datetimes come back as datetimes (naive UTC, whole seconds;
     written with the column's own format by the CSV encoder), categories are
     only trained ones, missing values stay missing (nulls). Identifiers are
     fresh, numbered by row; free text is not synthesised and is left empty.
@@ -82,10 +86,15 @@ class OutputTyper:
         columns: Sequence[ColumnInfo],
         learned: Sequence[str],
         categories: Mapping[str, Sequence[Any]],
+        support: SupportRules | None = None,
     ) -> None:
         """``learned``: the engine's columns in its decoding order; ``categories``:
-        the trained values of each column it learned as discrete."""
+        the trained values of each column it learned as discrete; ``support``:
+        the real support of the numeric columns it learned as continuous,
+        applied before the range clip and integer rounding (None: values are
+        only clipped and rounded)."""
         self.columns = list(columns)
+        self._support = support
         self.schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self.columns])
         by_name = {c.name: c for c in self.columns}
         self._learned = [by_name[name] for name in learned]
@@ -121,7 +130,12 @@ class OutputTyper:
             if lookup is None:
                 raise ValueError(f"categorical column {col.name!r} was not learned as discrete")
             return pc.take(lookup, pa.array(values))
-        numbers = lookup[values] if lookup is not None else values  # a numeric column learned as discrete
+        if lookup is not None:
+            numbers = lookup[values]  # a numeric column learned as discrete: already real values
+        elif self._support is not None:
+            numbers = self._support.apply(col.name, values)
+        else:
+            numbers = values
         numbers = np.clip(
             numbers, -np.inf if col.minimum is None else col.minimum, np.inf if col.maximum is None else col.maximum
         )
