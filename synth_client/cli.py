@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the services and run the main job on the bundled dataset")
     _platform_flags(demo)
     demo.add_argument("--dataset", type=Path, default=BUNDLED_DATASET, help="CSV to use (default: Adult)")
-    demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30: about a minute)")
+    _engine_flags(demo)
     demo.add_argument("--rows", type=int, default=10_000, help="synthetic rows to generate")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--target", help="column to predict for utility (default: income, if present)")
@@ -112,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("dataset_id")
     delete.set_defaults(handler=_cmd_delete)
 
-    train = sub.add_parser("train", help="train a CTGAN model on a dataset, with live progress")
+    train = sub.add_parser("train", help="train a model on a dataset (the engine picked for you), with live progress")
     train.add_argument("dataset_id")
-    train.add_argument("--epochs", type=int, default=0, help="default 300")
+    _engine_flags(train)
     train.add_argument("--batch-size", type=int, default=0, help="default 500 (a multiple of pac, 10)")
     train.add_argument("--target", default="", help="column to stratify the holdout on (and evaluate later)")
     train.add_argument("--seed", type=int)
@@ -266,8 +266,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             names = [c.name for c in dataset.schema.columns]
             target = args.target if args.target is not None else ("income" if "income" in names else "")
 
-            print(f"\n== 2/4 train CTGAN ({args.epochs} epochs, seed {args.seed})")
-            job = client.start_training(dataset.id, epochs=args.epochs, target_column=target, seed=args.seed)
+            print(f"\n== 2/4 train: {_training_plan(args)}, seed {args.seed}")
+            job = client.start_training(dataset.id, **_engine_settings(args), target_column=target, seed=args.seed)
             if _follow(client, job.id, 0, as_json=False) != 0:
                 return 1
             model_id = client.get_job(job.id).model_id
@@ -382,11 +382,65 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--synthesizer",
+        choices=["auto", "ctgan", "tvae", "copula"],
+        default="auto",
+        help="the engine; auto (default) tries each on a sample of the rows and trains the best",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["quick", "balanced", "best"],
+        help="time budget of the job: quick 1 min, balanced 3 min (the default), best 10 min",
+    )
+    parser.add_argument("--time-budget", type=_duration, help="instead of a preset, e.g. 90s, 5m, 1h")
+    parser.add_argument("--epochs", type=int, default=0, help="train exactly this many epochs (no time budget)")
+
+
+def _duration(text: str) -> float:
+    """'90', '90s', '5m' or '1h' in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    unit = units.get(text[-1:].lower())
+    try:
+        value = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 5m or 1h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a time budget must be positive")
+    return value
+
+
+_PRESET_SECONDS = {"quick": 60, "balanced": 180, "best": 600}
+
+
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "synthesizer": args.synthesizer,
+        "preset": args.preset or "",
+        "time_budget_seconds": args.time_budget or 0.0,
+        "epochs": args.epochs,
+    }
+
+
+def _training_plan(args: argparse.Namespace) -> str:
+    """What the job will do, in words, before it starts."""
+    engine = "the best of ctgan, tvae and copula" if args.synthesizer == "auto" else args.synthesizer
+    if args.time_budget:
+        limit = f"within {args.time_budget:.0f}s"
+    elif args.epochs and not args.preset:
+        limit = f"{args.epochs} epochs"
+    else:
+        preset = args.preset or "balanced"
+        limit = f"preset {preset}: at most {_PRESET_SECONDS[preset] // 60} min"
+    return f"{engine}, {limit}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.start_training(
             args.dataset_id,
-            epochs=args.epochs,
+            **_engine_settings(args),
             batch_size=args.batch_size,
             target_column=args.target,
             seed=args.seed,
@@ -396,7 +450,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.detach:
             _print_json(job) if args.json else print(f"started {job.id}; watch with: synth jobs watch {job.id}")
             return 0
-        sys.stderr.write(f"job {job.id} queued ({job.config.epochs} epochs, seed {job.config.seed})\n")
+        sys.stderr.write(f"job {job.id} queued ({_training_plan(args)}, seed {job.config.seed})\n")
         return _follow(client, job.id, 0, args.json)
 
 
@@ -427,6 +481,15 @@ def _follow(client: SynthClient, job_id: str, after: int, as_json: bool) -> int:
                     f"started on {st.device}: {st.training_rows} training rows, {st.holdout_rows} held out, "
                     f"prepared in {st.preparation_seconds:.1f}s\n"
                 )
+            elif kind == "engine_tried":
+                t = event.engine_tried
+                utility = f", utility {t.utility:.3f}" if t.HasField("utility") else ""
+                sys.stderr.write(
+                    f"  tried {t.engine:<6} score {t.score:.3f} (fidelity {t.fidelity:.3f}{utility}; "
+                    f"{t.epochs} epochs in {t.seconds:.1f}s)\n"
+                )
+            elif kind == "engine_chosen":
+                sys.stderr.write(f"chose {event.engine_chosen.engine}: {event.engine_chosen.reason}\n")
             elif kind == "resumed":
                 sys.stderr.write(f"resumed from epoch {event.resumed.from_epoch}\n")
             elif kind in ("succeeded", "failed", "cancelled"):
@@ -621,14 +684,15 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
         [
             m.id,
             m.dataset_id,
-            str(m.config.epochs),
+            m.engine or "ctgan",
+            str(m.epochs_trained or m.config.epochs),
             f"{m.training_seconds:.0f}s",
             m.device,
             f"{m.size_bytes / 1e6:.1f} MB",
         ]
         for m in models
     ]
-    _print_table(["ID", "DATASET", "EPOCHS", "TRAINED IN", "DEVICE", "SIZE"], rows)
+    _print_table(["ID", "DATASET", "ENGINE", "EPOCHS", "TRAINED IN", "DEVICE", "SIZE"], rows)
     return 0
 
 
@@ -641,9 +705,15 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
     h = model.holdout
     print(f"model {model.id}  from dataset {model.dataset_id} (job {model.job_id})")
     print(
-        f"  trained {model.config.epochs} epochs in {model.training_seconds:.1f}s on {model.device}, "
-        f"seed {model.config.seed}"
+        f"  {model.engine or 'ctgan'}: trained {model.epochs_trained or model.config.epochs} epochs in "
+        f"{model.training_seconds:.1f}s on {model.device}, seed {model.config.seed}"
     )
+    if model.HasField("selection"):
+        sel = model.selection
+        print(f"  chosen automatically ({sel.rows} rows tried, {sel.seconds:.0f}s): {sel.reason}")
+        for t in sel.trials:
+            utility = f"{t.utility:.3f}" if t.HasField("utility") else "-"
+            print(f"    {t.engine:<7} score {t.score:.3f}  fidelity {t.fidelity:.3f}  utility {utility}")
     print(
         f"  rows: {h.training_rows} training, {h.holdout_rows} held out"
         + (f" (stratified on {h.stratify_column})" if h.stratify_column else "")

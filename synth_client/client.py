@@ -241,6 +241,9 @@ class SynthClient:
         self,
         dataset_id: str,
         *,
+        synthesizer: str = "auto",
+        preset: str = "",
+        time_budget_seconds: float = 0.0,
         epochs: int = 0,
         batch_size: int = 0,
         target_column: str = "",
@@ -250,12 +253,18 @@ class SynthClient:
         request_id: str | None = None,
         **config: Any,
     ) -> training_pb2.TrainingJob:
-        """Queue a training job; returns at once. Unset values take CTGAN's
-        defaults (300 epochs, batch 500). Extra keyword arguments are
+        """Queue a training job; returns at once. ``synthesizer`` "auto" picks
+        the engine by a bake-off ("ctgan", "tvae" or "copula" force one). With
+        neither ``epochs`` nor ``time_budget_seconds`` the ``preset`` (default
+        "balanced", 3 minutes) sets the budget. Unset values take the engine's
+        defaults. Extra keyword arguments are
         TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...).
         Retried under one ``request_id`` when the trainer is unreachable: never
         two jobs for one call."""
         msg = training_pb2.TrainingConfig(
+            synthesizer=synthesizer,
+            preset=preset,
+            time_budget_seconds=time_budget_seconds,
             epochs=epochs,
             batch_size=batch_size,
             target_column=target_column,

@@ -23,6 +23,7 @@ SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 # Small but real: enough rows and epochs for signal, seconds to train on 2 cores.
 TINY_ROWS = 3000
 TINY_CONFIG = dict(
+    synthesizer="ctgan",
     epochs=2,
     batch_size=200,
     generator_dims=[64, 64],

@@ -178,7 +178,7 @@ async function refreshAll() {
     const { models } = await getJSON("/v1/models?page_size=200");
     state.models = models;
   } catch (err) { state.models = []; }
-  const label = (m) => `${m.id} (dataset ${m.dataset_id}, ${m.config && m.config.epochs} epochs)`;
+  const label = (m) => `${m.id} (${m.engine || "ctgan"}, dataset ${m.dataset_id}, ${m.epochs_trained || (m.config && m.config.epochs)} epochs)`;
   fillSelect($("gen-model"), state.models, label);
   fillSelect($("eval-model"), state.models, label);
   if (!$("step-library").hidden) refreshLists();
@@ -219,8 +219,8 @@ function refreshLists() {
     j.id, j.dataset_id, short(j.state, "JOB_STATE_"), `${j.epochs_completed}/${(j.config && j.config.epochs) || "?"}`, j.model_id || j.error_message,
     node("td", {}, node("a", { href: `#train/${j.id}` }, "Watch")),
   ]);
-  listInto("list-models", "/v1/models?page_size=200", "models", ["ID", "Dataset", "Epochs", "Trained in", "Created", ""], (m) => [
-    m.id, m.dataset_id, (m.config && m.config.epochs) || "", `${Number(m.training_seconds || 0).toFixed(1)} s`, when(m.create_time),
+  listInto("list-models", "/v1/models?page_size=200", "models", ["ID", "Dataset", "Engine", "Epochs", "Trained in", "Created", ""], (m) => [
+    m.id, m.dataset_id, m.engine || "ctgan", m.epochs_trained || (m.config && m.config.epochs) || "", `${Number(m.training_seconds || 0).toFixed(1)} s`, when(m.create_time),
     node("td", {},
       node("button", { type: "button", onclick: () => { choose($("gen-model"), m.id); modelChanged(); location.hash = "#generate"; } }, "Generate"), " ",
       node("button", { type: "button", onclick: () => { choose($("eval-model"), m.id); choose($("eval-dataset"), m.dataset_id); updateTargets($("eval-dataset"), $("eval-target")); location.hash = "#evaluate"; } }, "Evaluate")),
@@ -336,6 +336,15 @@ function onTrainingEvent(kind, ev, id) {
   if (kind === "queued") trainStatus(`Queued (${ev.queued.position || 0} ahead).`);
   else if (kind === "started") trainStatus(`Started on ${ev.started.device}: ${num(ev.started.training_rows)} training rows, ${num(ev.started.holdout_rows)} held out.`);
   else if (kind === "resumed") trainStatus(`Resumed from epoch ${ev.resumed.from_epoch} after a trainer restart.`);
+  else if (kind === "engine_tried") {
+    const t = ev.engine_tried;
+    const utility = t.utility === undefined ? "" : `, utility ${Number(t.utility).toFixed(2)}`;
+    trainStatus(`Tried ${t.engine}: score ${Number(t.score).toFixed(2)} (fidelity ${Number(t.fidelity).toFixed(2)}${utility}).`);
+  } else if (kind === "engine_chosen") {
+    w.choice = `Chose ${ev.engine_chosen.engine}. ${ev.engine_chosen.reason}`;
+    showChoice(w.choice);
+    trainStatus(`Training ${ev.engine_chosen.engine} on all the rows…`);
+  }
   else if (kind === "epoch") {
     const e = ev.epoch;
     w.epochs = e.epochs;
@@ -357,13 +366,19 @@ function onTrainingEvent(kind, ev, id) {
   saveWatch();
 }
 
-async function watchJob(jobId, after, points, epochs) {
+function showChoice(text) {
+  $("train-choice").hidden = !text;
+  $("train-choice").textContent = text || "";
+}
+
+async function watchJob(jobId, after, points, epochs, choice) {
   if (state.watchAbort) state.watchAbort.abort();
-  state.watch = { job_id: jobId, last: after, points: points || [], epochs: epochs || 0, done: false };
+  state.watch = { job_id: jobId, last: after, points: points || [], epochs: epochs || 0, done: false, choice: choice || "" };
   saveWatch();
   if (location.hash !== `#train/${jobId}`) history.replaceState(null, "", `#train/${jobId}`);
   $("train-live").hidden = false;
   $("train-done").hidden = true;
+  showChoice(state.watch.choice);
   $("train-error").textContent = "";
   $("train-cancel").disabled = false;
   drawLoss();
@@ -398,17 +413,19 @@ function resumeWatch() {
   let saved = null;
   try { saved = JSON.parse(localStorage.getItem(WATCH_KEY) || "null"); } catch (_) { saved = null; }
   if (step === "train" && arg && arg.startsWith("job-")) {
-    if (saved && saved.job_id === arg) watchJob(arg, saved.last, saved.points, saved.epochs);
+    if (saved && saved.job_id === arg) watchJob(arg, saved.last, saved.points, saved.epochs, saved.choice);
     else watchJob(arg, 0, []);
   } else if (saved && !saved.done) {
-    watchJob(saved.job_id, saved.last, saved.points, saved.epochs);
+    watchJob(saved.job_id, saved.last, saved.points, saved.epochs, saved.choice);
   }
 }
 
 $("train-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("train-error").textContent = "";
-  const config = { epochs: Number($("train-epochs").value), batch_size: Number($("train-batch").value) };
+  const config = { synthesizer: $("train-synthesizer").value, batch_size: Number($("train-batch").value) };
+  if ($("train-length").value === "epochs") config.epochs = Number($("train-epochs").value);
+  else config.preset = $("train-length").value;
   if ($("train-seed").value !== "") config.seed = Number($("train-seed").value);
   if ($("train-target").value) config.target_column = $("train-target").value;
   $("train-start").disabled = true;
@@ -421,6 +438,19 @@ $("train-form").addEventListener("submit", async (e) => {
     $("train-start").disabled = false;
   }
 });
+
+function trainingEstimate() {
+  const length = $("train-length").value;
+  $("train-epochs").disabled = length !== "epochs";
+  const minutes = { quick: 1, balanced: 3, best: 10 }[length];
+  const auto = $("train-synthesizer").value === "auto";
+  $("train-estimate").textContent = length === "epochs"
+    ? "Trains exactly this many passes over the rows, however long they take."
+    : `Stops after about ${minutes} minute${minutes > 1 ? "s" : ""}${auto ? ", the engine choice included" : ""}; longer usually means more faithful rows.`;
+}
+$("train-length").addEventListener("change", trainingEstimate);
+$("train-synthesizer").addEventListener("change", trainingEstimate);
+trainingEstimate();
 
 $("train-cancel").addEventListener("click", async () => {
   if (!state.watch) return;

@@ -46,6 +46,9 @@ class ModelInfo:
     library_versions: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     size_bytes: int = 0
+    engine: str = "ctgan"  # models from before there were several engines are CTGAN
+    epochs_trained: int = 0
+    selection: dict[str, Any] | None = None  # autoselect.Selection.to_dict() of an automatic choice
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,10 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from services.common.engine.artifact import load_model
-from services.common.engine.model import TrainedModel
+from services.common.engine.model import SynthesisModel
 from services.common.errors import NotFound
 from services.common.models import ModelInfo, ModelRegistry
 
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Entry:
-    model: TrainedModel
+    model: SynthesisModel
     info: ModelInfo
     size: int
 
@@ -56,7 +54,7 @@ class ModelCache:
         with self._lock:
             return sum(e.size for e in self._entries.values())
 
-    def get(self, model_id: str) -> tuple[TrainedModel, ModelInfo]:
+    def get(self, model_id: str) -> tuple[SynthesisModel, ModelInfo]:
         try:
             info = self._registry.get(model_id)
         except NotFound:
@@ -75,7 +73,7 @@ class ModelCache:
                 if entry is not None and entry.info.created_at == info.created_at:
                     return entry.model, entry.info
             model = load_model(self._registry.folder(model_id), device=self._device, signing_key=self._signing_key)
-            size = _model_bytes(model)
+            size = model.size_bytes()
             with self._lock:
                 self._entries[model_id] = _Entry(model, info, size)
                 self.loads += 1
@@ -100,11 +98,3 @@ class ModelCache:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change(self.size_bytes)
-
-
-def _model_bytes(model: TrainedModel) -> int:
-    """Parameter and buffer bytes twice (the generator and the rearranged copy
-    sampling runs on, engine/_fused), plus a rough allowance for the transformer."""
-    tensors: list[torch.Tensor] = [*model.generator.parameters(), *model.generator.buffers()]
-    weights = sum(t.numel() * t.element_size() for t in tensors)
-    return 2 * weights + 64 * 1024 * max(1, len(model.transformer.columns))

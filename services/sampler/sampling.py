@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from services.common.codec import OutputTyper
 from services.common.engine.model import Condition as EngineCondition
-from services.common.engine.model import TrainedModel
+from services.common.engine.model import SynthesisModel
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, ResourceExhausted
 from services.common.tables import ColumnInfo
 from services.sampler.conditions import CompiledConditions, Condition, compile_conditions
@@ -111,11 +111,11 @@ class RowSampler:
             steer = model.condition_position(EngineCondition(*conditions.steer) if conditions.steer else None)
         except InvalidArgument:
             steer = None  # the value is absent from the training rows (all held out): filter only
-        transformer = model.transformer
         typer = OutputTyper(
             columns,
-            transformer.columns,
-            {name: transformer.category_values(name) for name in transformer.discrete_columns},
+            model.columns,
+            {name: model.category_values(name) for name in model.discrete_columns},
+            support=model.support,
         )
         encoder = ArrowEncoder(typer.schema) if request.fmt == ARROW else CsvEncoder(columns)
         rows = self._accepted(model, typer, request.row_count, seed, conditions, steer, is_active)
@@ -156,7 +156,7 @@ class RowSampler:
 
     def _accepted(
         self,
-        model: TrainedModel,
+        model: SynthesisModel,
         typer: OutputTyper,
         n: int,
         seed: int,
@@ -172,11 +172,11 @@ class RowSampler:
         pieces_allowed = math.ceil(budget / piece_rows)
 
         def make(index: int) -> tuple[int, pa.RecordBatch]:
-            alphas, codes = model.piece(seed, index, steer)
+            decoded = model.decoded_piece(seed, index, steer)
             if not conditions:  # the engine computes whole pieces; only the rows still wanted count
                 wanted = n - index * piece_rows
-                alphas, codes = alphas[:wanted], codes[:wanted]
-            return len(alphas), conditions.filter(typer.learned_batch(model.transformer.decode_codes(alphas, codes)))
+                decoded = [values[:wanted] for values in decoded]
+            return len(decoded[0]), conditions.filter(typer.learned_batch(decoded))
 
         def taken(made: tuple[int, pa.RecordBatch]) -> pa.RecordBatch:
             # Counted when taken, in order: the rows examined for this stream,

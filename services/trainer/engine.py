@@ -71,6 +71,7 @@ from services.common.errors import Cancelled, FailedPrecondition, FieldViolation
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "budget_spent",
     "EpochStats",
     "TrainingCancelled",
     "TrainingConfig",
@@ -86,7 +87,7 @@ _ADAM_BETAS = (0.5, 0.9)
 _GP_LAMBDA = 10.0
 _MAX_SEED = 2**63 - 1
 # config fields that may change between a checkpoint and its resumption
-_RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "seed"})
+_RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every", "seed", "time_budget_seconds"})
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,11 @@ def default_threads() -> int:
     The trainer's settings should pass ``threads`` explicitly.
     """
     return max(1, min(2, available_cpus()))
+
+
+def budget_spent(config: TrainingConfig, training_seconds: float) -> bool:
+    """Whether the config's time budget (if any) is used up: training ends after that epoch."""
+    return config.time_budget_seconds > 0 and training_seconds >= config.time_budget_seconds
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -207,13 +213,20 @@ def _check_discrete_columns(frame: pd.DataFrame, discrete_columns: Sequence[str]
     return discrete
 
 
-def _check_resume(state: dict[str, Any], config: TrainingConfig, discrete: list[str], fingerprint: str) -> int:
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+def _check_resume(
+    state: dict[str, Any],
+    config: TrainingConfig,
+    discrete: list[str],
+    fingerprint: str,
+    checkpoint_format: str = CHECKPOINT_FORMAT,
+    checkpoint_version: int = CHECKPOINT_VERSION,
+) -> int:
+    if not isinstance(state, dict) or state.get("format") != checkpoint_format:
         raise InvalidArgument(
-            "resume_from is not a training checkpoint",
-            violations=[FieldViolation("resume_from", "not a training checkpoint")],
+            "resume_from is not a training checkpoint of this engine",
+            violations=[FieldViolation("resume_from", "not a training checkpoint of this engine")],
         )
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") != checkpoint_version:
         raise FailedPrecondition(f"unsupported checkpoint version {state.get('version')!r}")
     saved = TrainingConfig.from_dict(state["config"]).to_dict()
     wanted = config.to_dict()
@@ -333,7 +346,11 @@ class _BatchSampler:
             count = self.cat_count[category_id]
             offset = torch.minimum((draw * count).long(), count - 1)
             rows = self.rows_by_cat[self.cat_start[category_id] + offset]
-        out = torch.zeros(batch, self.data_dim, device=self.device)
+        return self.dense(rows)
+
+    def dense(self, rows: torch.Tensor) -> torch.Tensor:
+        """The dense matrix of the given training rows."""
+        out = torch.zeros(rows.shape[0], self.data_dim, device=self.device)
         out[:, self.ops.tanh_idx] = self.alphas[rows]
         out.scatter_(1, self.hot_cols[rows].long(), 1.0)
         return out
@@ -491,8 +508,12 @@ class _Run:
                         rows_per_second=done_rows / seconds if seconds > 0 else 0.0,
                     )
                 )
-            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
+            out_of_time = budget_spent(config, self.training_seconds)
+            last = epoch + 1 == config.epochs or out_of_time
+            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
                 checkpoint(self._state(epoch + 1, 0))
+            if out_of_time:
+                break
         return self._model()
 
     def _model(self) -> TrainedModel:

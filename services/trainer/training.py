@@ -19,9 +19,9 @@ import torch
 
 from services.common.codec import training_view
 from services.common.engine.artifact import load_checkpoint, save_checkpoint, save_model
-from services.common.engine.config import TrainingConfig
+from services.common.engine.config import ENGINES, TrainingConfig, engine_defaults
 from services.common.engine.device import resolve_device
-from services.common.engine.model import library_versions
+from services.common.engine.model import SynthesisModel, library_versions
 from services.common.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.holdout import split_holdout
 from services.common.models import (
@@ -33,16 +33,27 @@ from services.common.models import (
     fingerprint_indices,
 )
 from services.common.store import ArtifactStore, request_key, write_json_atomic
+from services.common.support import SupportRules
 from services.common.tables import DatasetRepository
-from services.trainer.engine import EpochStats, TrainingCancelled, train
+from services.trainer.autoselect import Selection, Trial, choose_engine
+from services.trainer.engine import EpochStats, TrainingCancelled
 from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
+from services.trainer.synthesizers import train_model
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
+SELECTION_FILE = "selection.json"
 DEFAULT_HOLDOUT_FRACTION = 0.2
-_ENGINE_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)}
-_PLATFORM_FIELDS = {"holdout_fraction", "target_column", "discrete_columns", "device"}
+AUTO = "auto"
+SYNTHESIZERS = (AUTO, *ENGINES)
+# Time budgets of the presets, for the whole job (an automatic choice included).
+PRESETS = {"quick": 60.0, "balanced": 180.0, "best": 600.0}
+DEFAULT_PRESET = "balanced"
+# The final training keeps at least this share of the budget after a bake-off.
+_MIN_FINAL_SHARE = 0.3
+_ENGINE_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)} - {"synthesizer"}
+_PLATFORM_FIELDS = {"holdout_fraction", "target_column", "discrete_columns", "device", "synthesizer", "preset"}
 
 
 class Trainer:
@@ -83,14 +94,35 @@ class Trainer:
         unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS
         if unknown:
             raise InvalidArgument(f"unknown training settings: {', '.join(sorted(unknown))}")
+        synthesizer = overrides.get("synthesizer") or AUTO
+        if synthesizer not in SYNTHESIZERS:
+            raise InvalidArgument(
+                f"synthesizer must be one of {', '.join(SYNTHESIZERS)}, got {synthesizer!r}",
+                violations=[FieldViolation("config.synthesizer", f"unknown synthesizer {synthesizer!r}")],
+            )
+        preset = overrides.get("preset") or ""
+        if preset and preset not in PRESETS:
+            raise InvalidArgument(
+                f"preset must be one of {', '.join(PRESETS)}, got {preset!r}",
+                violations=[FieldViolation("config.preset", f"unknown preset {preset!r}")],
+            )
         engine_values = {k: v for k, v in overrides.items() if k in _ENGINE_FIELDS}
+        if not preset and "epochs" not in engine_values and not engine_values.get("time_budget_seconds"):
+            preset = DEFAULT_PRESET
+        if preset and not engine_values.get("time_budget_seconds"):
+            engine_values["time_budget_seconds"] = PRESETS[preset]
         for name in ("generator_dim", "discriminator_dim"):
             if name in engine_values:
                 engine_values[name] = tuple(engine_values[name])
         if engine_values.get("seed") is None:
             engine_values["seed"] = secrets.randbelow(2**31)
-        engine_config = TrainingConfig(**engine_values).validate()
+        engine = ENGINES[0] if synthesizer == AUTO else synthesizer
+        engine_config = TrainingConfig(**{**engine_defaults(engine), **engine_values, "synthesizer": engine}).validate()
         config: dict[str, Any] = engine_config.to_dict()
+        config["synthesizer"] = synthesizer
+        config["preset"] = preset
+        # the fields the caller set: an automatic choice gives the others its winner's defaults
+        config["set_fields"] = sorted(k for k in engine_values if k != "seed")
         config["holdout_fraction"] = float(overrides.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
         if not 0.0 <= config["holdout_fraction"] <= 0.9:
             raise InvalidArgument(
@@ -123,7 +155,6 @@ class Trainer:
     # ---- running a job (on a worker thread) --------------------------------
     def _run(self, job: JobRecord, ctx: JobContext) -> None:
         cfg = job.config
-        engine_config = TrainingConfig.from_dict({k: v for k, v in cfg.items() if k in _ENGINE_FIELDS})
         prep_start = time.perf_counter()
         dataset = self._datasets.get(job.dataset_id)
         frame = self._datasets.load_frame(job.dataset_id)
@@ -134,6 +165,7 @@ class Trainer:
             cfg["seed"],
         )
         table, discrete = training_view(frame.iloc[train_idx], dataset.columns, cfg["discrete_columns"])
+        support = SupportRules.fit(table, discrete)
         device = resolve_device(cfg["device"])
 
         checkpoint_dir = ctx.folder / CHECKPOINT_DIR
@@ -151,6 +183,13 @@ class Trainer:
             )
         else:
             ctx.event("resumed", from_epoch=int(resume_state["epoch"]))
+        selection = None
+        if cfg.get("synthesizer") == AUTO:
+            try:
+                selection = self._selection(ctx, table, discrete, str(device))
+            except TrainingCancelled:  # a candidate was stopped: nothing of it is worth keeping
+                ctx.raise_if_stopped()
+        engine_config = _engine_config(cfg, selection)
         train_start = time.perf_counter()
         previous_seconds = float(resume_state.get("training_seconds", 0.0)) if resume_state else 0.0
 
@@ -167,7 +206,7 @@ class Trainer:
                 generator_loss=stats.generator_loss,
                 discriminator_loss=stats.discriminator_loss,
                 elapsed_seconds=elapsed,
-                eta_seconds=per_epoch * (stats.epochs - stats.epoch),
+                eta_seconds=_eta(per_epoch, stats, elapsed, engine_config.time_budget_seconds),
                 rows_per_second=stats.rows_per_second,
             )
 
@@ -180,7 +219,7 @@ class Trainer:
             ctx.succeed(job.model_id, self._registry.get(job.model_id).training_seconds)
             return
         try:
-            trained = train(
+            trained = train_model(
                 table,
                 discrete,
                 engine_config,
@@ -198,15 +237,51 @@ class Trainer:
             ctx.raise_if_stopped()
             raise
         seconds = previous_seconds + time.perf_counter() - train_start
-        self._publish(job, dataset, trained, train_idx, holdout_idx, seconds, str(device))
+        self._publish(job, dataset, trained, support, selection, train_idx, holdout_idx, seconds, str(device))
         ctx.succeed(job.model_id, seconds)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
 
-    def _publish(self, job, dataset, trained, train_idx, holdout_idx, seconds, device) -> None:  # type: ignore[no-untyped-def]
+    def _selection(self, ctx: JobContext, table: Any, discrete: list[str], device: str) -> Selection:
+        """The bake-off's result: measured once per job and kept in its folder, so a
+        job resumed after a restart trains the engine it chose before."""
+        path = ctx.folder / SELECTION_FILE
+        if path.is_file():
+            return Selection.from_dict(json.loads(path.read_text()))
+        cfg = ctx.job.config
+
+        def tried(trial: Trial) -> None:
+            ctx.event(
+                "engine_tried",
+                engine=trial.engine,
+                score=trial.score,
+                fidelity=trial.fidelity,
+                utility=trial.utility,
+                seconds=trial.seconds,
+                epochs=trial.epochs,
+            )
+
+        selection = choose_engine(
+            table,
+            discrete,
+            cfg["target_column"],
+            lambda engine: _config_for(cfg, engine),
+            seed=int(cfg["seed"]),
+            device=device,
+            threads=self._threads,
+            should_stop=ctx.should_stop,
+            on_trial=tried,
+        )
+        write_json_atomic(path, selection.to_dict())
+        ctx.event("engine_chosen", engine=selection.winner, reason=selection.reason)
+        return selection
+
+    def _publish(  # type: ignore[no-untyped-def]
+        self, job, dataset, trained: SynthesisModel, support, selection, train_idx, holdout_idx, seconds, device
+    ) -> None:
         cfg = job.config
         history = [
             {"epoch": r.epoch, "generator_loss": r.generator_loss, "discriminator_loss": r.discriminator_loss}
-            for r in trained.metadata.loss_history
+            for r in trained.metadata.loss_history  # type: ignore[attr-defined]
         ]
         info = ModelInfo(
             id=job.model_id,
@@ -227,13 +302,42 @@ class Trainer:
             device=device,
             library_versions=library_versions(),
             created_at=time.time(),
+            engine=trained.engine,
+            epochs_trained=int(trained.metadata.epochs_trained),  # type: ignore[attr-defined]
+            selection=selection.to_dict() if selection is not None else None,
         )
         with self._store.staging() as staged:
-            save_model(trained, staged, signing_key=self._signing_key)
+            save_model(trained, staged, signing_key=self._signing_key, support=support)
             np.save(staged / HOLDOUT_FILE, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
             write_json_atomic(staged / METADATA_FILE, info.to_dict())
             self._store.commit(staged, "models", job.model_id)
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
+
+
+def _config_for(cfg: dict[str, Any], engine: str, budget_used: float = 0.0) -> TrainingConfig:
+    """The job's config for ``engine``: that engine's defaults under the fields
+    the caller set, and what is left of the time budget after ``budget_used``
+    seconds (at least ``_MIN_FINAL_SHARE`` of it)."""
+    values = {k: v for k, v in cfg.items() if k in _ENGINE_FIELDS}
+    chosen = {k: v for k, v in values.items() if k in cfg.get("set_fields", values) or k == "seed"}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in engine_defaults(engine).items()}
+    budget = float(values.get("time_budget_seconds", 0.0))
+    if budget > 0:
+        chosen["time_budget_seconds"] = max(budget - budget_used, budget * _MIN_FINAL_SHARE)
+    return TrainingConfig.from_dict({**defaults, **chosen, "synthesizer": engine})
+
+
+def _engine_config(cfg: dict[str, Any], selection: Selection | None) -> TrainingConfig:
+    """The config a job trains its model with: its own engine's, or the bake-off winner's."""
+    if selection is None:  # jobs from before there were several engines have no "synthesizer": CTGAN
+        values = {k: v for k, v in cfg.items() if k in _ENGINE_FIELDS}
+        return TrainingConfig.from_dict({**values, "synthesizer": cfg.get("synthesizer", "ctgan")})
+    return _config_for(cfg, selection.winner, selection.seconds)
+
+
+def _eta(per_epoch: float, stats: EpochStats, elapsed: float, budget: float) -> float:
+    left = per_epoch * (stats.epochs - stats.epoch)
+    return min(left, max(budget - elapsed, 0.0)) if budget > 0 else left
 
 
 def _write_checkpoint(state: dict[str, Any], target: Path, signing_key: bytes | None) -> None:

@@ -53,6 +53,9 @@ def config_from_proto(msg: training_pb2.TrainingConfig) -> dict[str, Any]:
         out["seed"] = msg.seed
     if msg.checkpoint_every_epochs:
         out["checkpoint_every"] = msg.checkpoint_every_epochs
+    for name in ("synthesizer", "time_budget_seconds", "preset"):
+        if getattr(msg, name):
+            out[name] = getattr(msg, name)
     out["device"] = _DEVICES.get(msg.device, "auto")
     return out
 
@@ -71,6 +74,9 @@ def config_to_proto(cfg: dict[str, Any]) -> training_pb2.TrainingConfig:
         target_column=cfg.get("target_column", ""),
         device=_DEVICE_TO_PROTO.get(cfg.get("device", "auto"), common_pb2.DEVICE_AUTO),
         checkpoint_every_epochs=cfg.get("checkpoint_every", 0),
+        synthesizer=cfg.get("synthesizer", "ctgan"),  # jobs from before the choice were CTGAN
+        time_budget_seconds=cfg.get("time_budget_seconds", 0.0),
+        preset=cfg.get("preset", ""),
     )
     if "holdout_fraction" in cfg:
         msg.holdout_fraction = cfg["holdout_fraction"]
@@ -108,13 +114,15 @@ _EVENT_MESSAGES = {
     "succeeded": ("succeeded", training_pb2.JobSucceeded),
     "failed": ("failed", training_pb2.JobFailed),
     "cancelled": ("cancelled", training_pb2.JobCancelled),
+    "engine_tried": ("engine_tried", training_pb2.EngineTried),
+    "engine_chosen": ("engine_chosen", training_pb2.EngineChosen),
 }
 
 
 def event_to_proto(event: dict[str, Any]) -> training_pb2.WatchTrainingResponse:
     field, cls = _EVENT_MESSAGES[event["type"]]
     known = {f.name for f in cls.DESCRIPTOR.fields}
-    payload = cls(**{k: v for k, v in event.items() if k in known})
+    payload = cls(**{k: v for k, v in event.items() if k in known and v is not None})
     msg = training_pb2.WatchTrainingResponse(sequence=event["sequence"], time=timestamp(event["time"]))
     getattr(msg, field).CopyFrom(payload)
     return msg
@@ -141,6 +149,25 @@ def model_to_proto(info: ModelInfo) -> models_pb2.Model:
         library_versions=info.library_versions,
         size_bytes=info.size_bytes,
         create_time=timestamp(info.created_at),
+        engine=info.engine,
+        epochs_trained=info.epochs_trained,
+        selection=_selection_to_proto(info.selection),
+    )
+
+
+def _selection_to_proto(selection: dict[str, Any] | None) -> models_pb2.EngineSelection | None:
+    if not selection:
+        return None
+    trials = [
+        training_pb2.EngineTried(**{k: v for k, v in trial.items() if v is not None})
+        for trial in selection.get("trials", [])
+    ]
+    return models_pb2.EngineSelection(
+        winner=selection["winner"],
+        reason=selection["reason"],
+        trials=trials,
+        rows=selection.get("rows", 0),
+        seconds=selection.get("seconds", 0.0),
     )
 
 

@@ -176,7 +176,9 @@ def test_adult_ctgan_beats_the_naive_baseline_and_holdout_passes_privacy(tmp_pat
             dataset = upload_bytes(channel, adult_slice(12_000))
             # ~1,900 optimisation steps: enough for CTGAN to learn the income signal
             # (15 epochs of batch 500, ~290 steps, learns no relations: TSTR below chance).
-            model_id = train_and_wait(channel, dataset.id, epochs=20, seed=5, target_column="income", batch_size=100)
+            model_id = train_and_wait(
+                channel, dataset.id, synthesizer="ctgan", epochs=20, seed=5, target_column="income", batch_size=100
+            )
         report = evaluate(
             running.evaluator.address, dataset_id=dataset.id, model_id=model_id, target_column="income", seed=5
         )[-1].report

@@ -23,7 +23,13 @@ from tests.integration.test_datasets_service import rpc_error, upload, violation
 
 SMALL = adult_slice(300)
 QUICK = training_pb2.TrainingConfig(
-    epochs=1, batch_size=100, generator_dims=[32], discriminator_dims=[32], embedding_dim=16, seed=3
+    synthesizer="ctgan",
+    epochs=1,
+    batch_size=100,
+    generator_dims=[32],
+    discriminator_dims=[32],
+    embedding_dim=16,
+    seed=3,
 )
 
 
@@ -156,7 +162,7 @@ def test_the_client_retries_an_unreachable_trainer_under_one_request_id(tmp_path
     try:
         with SynthClient(f"127.0.0.1:{port}") as client:  # the default retries
             dataset = client.upload_dataset(SMALL, name="late.csv")
-            job = client.start_training(dataset.id, epochs=1, batch_size=100, seed=3)
+            job = client.start_training(dataset.id, synthesizer="ctgan", epochs=1, batch_size=100, seed=3)
             late.join(30)
             assert [d.id for d in client.list_datasets()] == [dataset.id]
             assert [j.id for j in client.list_jobs()] == [job.id]

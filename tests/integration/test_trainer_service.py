@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from services.trainer.settings import TrainerSettings
 from synth_client.local import free_port
 from tests.conftest import adult_slice, train_and_wait, upload_bytes
 
-SMALL = dict(batch_size=200, generator_dims=[32, 32], discriminator_dims=[32, 32], embedding_dim=16)
+SMALL = dict(
+    synthesizer="ctgan", batch_size=200, generator_dims=[32, 32], discriminator_dims=[32, 32], embedding_dim=16
+)
 
 
 @pytest.fixture
@@ -296,9 +299,13 @@ def test_cli_train_shows_progress_and_models(tmp_path: Path) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert "model mdl-" in run.stdout and "started on cpu" in run.stderr
+        # the default engine choice: every candidate's score, then the winner and why
+        assert all(f"tried {engine}" in run.stderr for engine in ("ctgan", "tvae", "copula"))
+        assert "chose " in run.stderr
         model_id = run.stdout.split("model ")[1].split()[0]
         shown = subprocess.run([*base, "models", "show", model_id], capture_output=True, text=True, timeout=60)
-        assert "trained 2 epochs" in shown.stdout and "stratified on income" in shown.stdout
+        assert "chosen automatically" in shown.stdout and "stratified on income" in shown.stdout
+        assert re.search(r"(ctgan|tvae|copula): trained \d+ epochs", shown.stdout)
         jobs = subprocess.run([*base, "jobs", "list"], capture_output=True, text=True, timeout=60)
         assert "succeeded" in jobs.stdout
     finally:

@@ -25,6 +25,7 @@ from tests.k8s.manifests import OVERLAYS, Objects, make_certs
 
 ROWS = 600
 TRAINING = dict(
+    synthesizer="ctgan",
     epochs=1,
     batch_size=100,
     generator_dims=[32, 32],

@@ -3,9 +3,16 @@
 A model is a folder::
 
     manifest.json      format, version, and the sha256 and size of every other file
-    generator.pt       the generator's state_dict (tensors only; torch.save)
-    transformer.json   the FastDataTransformer's fitted state
-    engine.json        training config, engine metadata and layout sizes
+    engine.json        the engine's name, training config, engine metadata and layout sizes
+    generator.pt       CTGAN: the generator's state_dict (tensors only; torch.save)
+    decoder.pt         TVAE: the decoder's state_dict
+    transformer.json   CTGAN and TVAE: the FastDataTransformer's fitted state
+    copula.json        Gaussian copula: its fitted state (quantiles, categories, correlations)
+    support.json       optional: the training columns' value support (``services.common.support``),
+                       which the sampler applies to every engine's output
+
+``engine.json`` names the engine (``"engine"``; absent in models made before
+there were several engines, which are CTGAN).
 
 ``load_model`` reads ``manifest.json`` first and checks every listed file's size
 and sha256 *before* anything is deserialised; a missing, truncated or altered
@@ -43,20 +50,30 @@ import torch
 
 from services.common.engine._layout import SpanLayout
 from services.common.engine.config import TrainingConfig
+from services.common.engine.copula import GaussianCopula
 from services.common.engine.device import resolve_device
-from services.common.engine.model import ModelMetadata, TrainedModel, build_generator
+from services.common.engine.model import ModelMetadata, SynthesisModel, TrainedModel, build_generator
 from services.common.engine.transformer import FastDataTransformer
+from services.common.engine.tvae import TvaeModel, build_decoder
 from services.common.errors import DataLoss, FailedPrecondition, InvalidArgument, SynthError
+from services.common.support import SupportRules
 
 MODEL_FORMAT = "synth.ctgan-model"
 CHECKPOINT_FORMAT = "synth.ctgan-checkpoint-folder"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 GENERATOR_FILE = "generator.pt"
+DECODER_FILE = "decoder.pt"
 TRANSFORMER_FILE = "transformer.json"
+COPULA_FILE = "copula.json"
+SUPPORT_FILE = "support.json"
 ENGINE_FILE = "engine.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-_ENGINE_FILES = (GENERATOR_FILE, TRANSFORMER_FILE, ENGINE_FILE)
+_ENGINE_FILES = {
+    "ctgan": (GENERATOR_FILE, TRANSFORMER_FILE),
+    "tvae": (DECODER_FILE, TRANSFORMER_FILE),
+    "copula": (COPULA_FILE,),
+}
 
 
 # -------------------------------------------------------------------- signing key
@@ -86,21 +103,38 @@ def read_signing_key(path: str, setting: str) -> bytes | None:
 # ------------------------------------------------------------------------- models
 
 
-def save_model(model: TrainedModel, folder: str | os.PathLike[str], *, signing_key: bytes | None = None) -> Path:
-    """Write ``model`` into ``folder`` (created if needed); returns the folder path."""
-    layout = model.layout
-    document = {
+def save_model(
+    model: SynthesisModel,
+    folder: str | os.PathLike[str],
+    *,
+    signing_key: bytes | None = None,
+    support: SupportRules | None = None,
+) -> Path:
+    """Write ``model`` (any engine) and the training columns' ``support`` into
+    ``folder`` (created if needed); returns the folder path."""
+    document: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "metadata": _finite(model.metadata.to_dict()),
-        "layout": {"data_dim": layout.data_dim, "cond_dim": layout.cond_dim},
+        "engine": model.engine,
+        "config": model.config.to_dict(),  # type: ignore[attr-defined]
+        "metadata": _finite(model.metadata.to_dict()),  # type: ignore[attr-defined]
     }
-    payloads = {
-        GENERATOR_FILE: _torch_bytes(model.generator_state()),
-        TRANSFORMER_FILE: _json_bytes(model.transformer.to_state()),
-        ENGINE_FILE: _json_bytes(document),
-    }
+    payloads: dict[str, bytes] = {}
+    if isinstance(model, TrainedModel):
+        payloads[GENERATOR_FILE] = _torch_bytes(model.generator_state())
+    elif isinstance(model, TvaeModel):
+        payloads[DECODER_FILE] = _torch_bytes(model.weights())
+    elif isinstance(model, GaussianCopula):
+        payloads[COPULA_FILE] = _json_bytes(model.to_state())
+    else:
+        raise TypeError(f"cannot save a model of engine {model.engine!r}")
+    if isinstance(model, TrainedModel | TvaeModel):
+        layout = model.layout
+        document["layout"] = {"data_dim": layout.data_dim, "cond_dim": layout.cond_dim}
+        payloads[TRANSFORMER_FILE] = _json_bytes(model.transformer.to_state())
+    if support is not None:
+        payloads[SUPPORT_FILE] = _json_bytes(support.to_state())
+    payloads[ENGINE_FILE] = _json_bytes(document)
     return _write_folder(Path(folder), MODEL_FORMAT, payloads, signing_key)
 
 
@@ -109,27 +143,50 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     signing_key: bytes | None = None,
-) -> TrainedModel:
+) -> SynthesisModel:
     """Verify and load a model folder; raises ``DataLoss`` on anything missing, truncated or altered."""
     path = Path(folder)
-    files = _read_folder(path, MODEL_FORMAT, _ENGINE_FILES, signing_key)
+    files = _read_folder(path, MODEL_FORMAT, (ENGINE_FILE,), signing_key)
     try:
         document = json.loads(files[ENGINE_FILE])
         if document.get("format") != MODEL_FORMAT:
             raise ValueError(f"engine.json has format {document.get('format')!r}")
+        engine = document.get("engine", "ctgan")
+        if engine not in _ENGINE_FILES:
+            raise ValueError(f"engine.json names an unknown engine {engine!r}")
+        missing = [name for name in _ENGINE_FILES[engine] if name not in files]
+        if missing:
+            raise DataLoss(f"model artifact {path}: {MANIFEST} does not list {', '.join(missing)}")
         config = TrainingConfig.from_dict(document["config"]).validate()
         metadata = ModelMetadata.from_dict(document["metadata"])
+        model: SynthesisModel
+        support = SupportRules.from_state(json.loads(files[SUPPORT_FILE])) if SUPPORT_FILE in files else None
+        if engine == "copula":
+            copula = GaussianCopula.from_state(json.loads(files[COPULA_FILE]))
+            copula.config, copula.metadata, copula.support = config, metadata, support
+            return copula
         transformer = FastDataTransformer.from_state(json.loads(files[TRANSFORMER_FILE]))
         layout = SpanLayout.from_output_info(transformer.output_info_list)
         if (layout.data_dim, layout.cond_dim) != (document["layout"]["data_dim"], document["layout"]["cond_dim"]):
             raise ValueError("the transformer's layout does not match engine.json")
-        weights = torch.load(io.BytesIO(files[GENERATOR_FILE]), map_location="cpu", weights_only=True)
-        generator = build_generator(config, layout)
-        generator.load_state_dict(weights, strict=True)
+        if engine == "tvae":
+            decoder = build_decoder(config, layout)
+            decoder.load_state_dict(_weights(files[DECODER_FILE]), strict=True)
+            model = TvaeModel(transformer, decoder, config, metadata)
+        else:
+            generator = build_generator(config, layout)
+            generator.load_state_dict(_weights(files[GENERATOR_FILE]), strict=True)
+            model = TrainedModel(transformer, generator, config, metadata)
+        model.support = support
+    except DataLoss:
+        raise
     except (ValueError, KeyError, TypeError, RuntimeError, SynthError, json.JSONDecodeError) as exc:
         raise DataLoss(f"model artifact {path}: verified files are inconsistent: {exc}") from None
-    model = TrainedModel(transformer, generator, config, metadata)
-    return model.to(resolve_device(device))
+    return model.to(resolve_device(device))  # type: ignore[no-any-return]
+
+
+def _weights(data: bytes) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
 # -------------------------------------------------------------------- checkpoints

@@ -1,7 +1,14 @@
-"""Training configuration: the CTGAN hyper-parameters, validated in one place.
+"""Training configuration: the engine and its hyper-parameters, validated in one place.
 
 It lives in the shared package (not in the trainer) because a saved model carries
 its config, and the sampler rebuilds the generator from it.
+
+One config serves every engine (``ENGINES``); each reads the fields that apply
+to it. TVAE reads ``generator_dim`` as its decoder's layers and
+``discriminator_dim`` as its encoder's, ``generator_lr``/``generator_decay``
+for its one optimiser; the Gaussian copula reads none (it has no training
+loop). ``engine_defaults`` gives each engine's own defaults (TVAE's are the
+``ctgan`` package's ``TVAE``'s).
 """
 
 from __future__ import annotations
@@ -13,12 +20,32 @@ from typing import Any
 from services.common.errors import FieldViolation, InvalidArgument
 
 _MAX_SEED = 2**63 - 1
+ENGINES = ("ctgan", "tvae", "copula")
+# Upper bounds: values past them are mistakes, not requests (and would exhaust memory).
+MAX_EPOCHS = 100_000
+MAX_LAYER_WIDTH = 4096
+MAX_LAYERS = 8
+MAX_TIME_BUDGET_SECONDS = 7 * 24 * 3600.0
+
+_TVAE_DEFAULTS: dict[str, Any] = {
+    "generator_dim": (128, 128),
+    "discriminator_dim": (128, 128),
+    "embedding_dim": 128,
+    "generator_lr": 1e-3,
+    "generator_decay": 1e-5,
+}
+
+
+def engine_defaults(engine: str) -> dict[str, Any]:
+    """The fields whose default differs for ``engine`` (CTGAN's are the dataclass defaults)."""
+    return dict(_TVAE_DEFAULTS) if engine == "tvae" else {}
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """CTGAN hyper-parameters; the defaults are ``ctgan.CTGAN``'s."""
+    """Engine hyper-parameters; the defaults are ``ctgan.CTGAN``'s (see ``engine_defaults``)."""
 
+    synthesizer: str = "ctgan"
     epochs: int = 300
     batch_size: int = 500
     generator_dim: tuple[int, ...] = (256, 256)
@@ -34,6 +61,8 @@ class TrainingConfig:
     seed: int | None = None
     checkpoint_every: int = 10
     transformer_sample_rows: int = 20000
+    # Stop after the epoch in which this much training time was spent (0: no limit).
+    time_budget_seconds: float = 0.0
 
     def validate(self) -> TrainingConfig:
         """Raise ``InvalidArgument`` listing every bad field; return ``self`` when valid."""
@@ -43,9 +72,30 @@ class TrainingConfig:
             if not ok:
                 bad.append(FieldViolation(f"config.{name}", description))
 
+        check(
+            "synthesizer",
+            self.synthesizer in ENGINES,
+            f"synthesizer must be one of {', '.join(ENGINES)}, got {self.synthesizer!r}",
+        )
         for name in ("epochs", "embedding_dim", "discriminator_steps", "checkpoint_every", "pac"):
             value = getattr(self, name)
             check(name, _is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        check(
+            "embedding_dim",
+            not _is_int(self.embedding_dim) or self.embedding_dim <= MAX_LAYER_WIDTH,
+            f"embedding_dim must be at most {MAX_LAYER_WIDTH}, got {self.embedding_dim!r}",
+        )
+        check(
+            "epochs",
+            not _is_int(self.epochs) or self.epochs <= MAX_EPOCHS,
+            f"epochs must be at most {MAX_EPOCHS}, got {self.epochs!r}",
+        )
+        check(
+            "time_budget_seconds",
+            _is_real(self.time_budget_seconds) and 0 <= self.time_budget_seconds <= MAX_TIME_BUDGET_SECONDS,
+            f"time_budget_seconds must be between 0 (no limit) and {MAX_TIME_BUDGET_SECONDS:.0f}, "
+            f"got {self.time_budget_seconds!r}",
+        )
         pac_ok = _is_int(self.pac) and self.pac > 0
         check(
             "batch_size",
@@ -59,8 +109,13 @@ class TrainingConfig:
         )
         for name in ("generator_dim", "discriminator_dim"):
             value = getattr(self, name)
-            ok = isinstance(value, tuple | list) and all(_is_int(v) and v > 0 for v in value)
-            check(name, ok, f"{name} must be a sequence of positive integers, got {value!r}")
+            ok = isinstance(value, tuple | list) and all(_is_int(v) and 0 < v <= MAX_LAYER_WIDTH for v in value)
+            ok = ok and len(value) <= MAX_LAYERS
+            check(
+                name,
+                ok,
+                f"{name} must be at most {MAX_LAYERS} integers in [1, {MAX_LAYER_WIDTH}], got {value!r}",
+            )
         for name in ("generator_lr", "discriminator_lr"):
             value = getattr(self, name)
             check(name, _is_real(value) and value > 0, f"{name} must be a positive finite number, got {value!r}")

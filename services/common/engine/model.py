@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,38 @@ class Condition:
 
     column: str
     value: Any
+
+
+class SynthesisModel(Protocol):
+    """What the sampler needs of a trained model, whatever its engine.
+
+    ``decoded_piece`` returns one array per learned column, in ``columns`` order:
+    float64 for numeric columns (NaN = missing; datetimes as epoch seconds) and
+    indices into ``category_values(column)`` for discrete ones. Piece ``p`` of a
+    seed depends only on ``(seed, p, fixed)``; ``fixed`` (from
+    ``condition_position``) steers generation towards one category, an engine
+    that cannot steer returns None there and the sampler only filters.
+    """
+
+    engine: str
+    piece_rows: int
+    support: Any  # support.SupportRules of the training columns, or None
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    @property
+    def discrete_columns(self) -> list[str]: ...
+
+    def category_values(self, column: str) -> list[Any]: ...
+
+    def condition_position(self, condition: Condition | None) -> int | None: ...
+
+    def decoded_piece(self, seed: int, piece: int, fixed: int | None) -> list[np.ndarray]: ...
+
+    def size_bytes(self) -> int: ...
+
+    def to(self, device: torch.device | str) -> Any: ...
 
 
 @dataclass
@@ -115,6 +147,12 @@ def build_generator(config: TrainingConfig, layout: SpanLayout) -> Generator:
     return Generator(config.embedding_dim + layout.cond_dim, tuple(config.generator_dim), layout.data_dim)
 
 
+def module_bytes(module: torch.nn.Module, copies: int = 1) -> int:
+    """Bytes of a module's parameters and buffers, times ``copies``."""
+    tensors: list[torch.Tensor] = [*module.parameters(), *module.buffers()]
+    return copies * sum(t.numel() * t.element_size() for t in tensors)
+
+
 def original_condition_probabilities(counts: list[np.ndarray], log_frequency: bool) -> np.ndarray:
     """ctgan's ``sample_original_condvec`` distribution over all categories of all discrete columns.
 
@@ -131,13 +169,15 @@ def original_condition_probabilities(counts: list[np.ndarray], log_frequency: bo
     return probs / probs.sum()
 
 
-def _piece_seed(seed: int, piece: int) -> int:
+def piece_seed(seed: int, piece: int) -> int:
     digest = hashlib.blake2b(f"{seed}:{piece}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MAX_SEED
 
 
 class TrainedModel:
     """A trained CTGAN: transformer + generator + config + metadata."""
+
+    engine = "ctgan"
 
     def __init__(
         self,
@@ -162,6 +202,29 @@ class TrainedModel:
         )
         self._condition_cdf = np.cumsum(self._condition_probs)
         self._fused: FusedGenerator | None = None  # built on first use, on the generator's device
+        # the training columns' value support (support.SupportRules), set when loaded
+        self.support: Any = None
+
+    # ---- the engine contract (SynthesisModel)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.transformer.columns
+
+    @property
+    def discrete_columns(self) -> list[str]:
+        return self.transformer.discrete_columns
+
+    def category_values(self, column: str) -> list[Any]:
+        return self.transformer.category_values(column)
+
+    def decoded_piece(self, seed: int, piece: int, fixed: int | None) -> list[np.ndarray]:
+        return self.transformer.decode_codes(*self.piece(seed, piece, fixed))
+
+    def size_bytes(self) -> int:
+        """Parameter and buffer bytes twice (the generator and the rearranged copy
+        sampling runs on, ``_fused``), plus a rough allowance for the transformer."""
+        return module_bytes(self.generator, copies=2) + 64 * 1024 * max(1, len(self.columns))
 
     @property
     def loss_history(self) -> list[tuple[float, float]]:
@@ -282,9 +345,9 @@ class TrainedModel:
         if fused is None:  # two threads may both build it: harmless (the model is not changed after loading)
             fused = self._fused = FusedGenerator(self.generator, self.config.embedding_dim, self.layout.cond_dim)
         rows = self.piece_rows
-        piece_seed = _piece_seed(seed, piece)
-        noise = torch.randn(rows, self.config.embedding_dim, generator=torch.Generator().manual_seed(piece_seed))
-        rng = np.random.Generator(np.random.PCG64(piece_seed))
+        this_seed = piece_seed(seed, piece)
+        noise = torch.randn(rows, self.config.embedding_dim, generator=torch.Generator().manual_seed(this_seed))
+        rng = np.random.Generator(np.random.PCG64(this_seed))
         picks = None
         if fixed is not None:
             picks = torch.full((rows,), fixed, dtype=torch.long)
