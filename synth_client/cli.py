@@ -589,6 +589,8 @@ def print_report(report: Any, *, explain: bool = False) -> None:
     }
     print(f"report {report.id}: {verdicts.get(report.verdict, '?')}")
     print(f"  {report.summary}")
+    for step in report.next_steps:
+        print(f"  next: {step}")
     print(
         f"  scores (0 useless .. 1 like real data): utility {report.utility_score:.2f}, "
         f"fidelity {report.fidelity_score:.2f}, privacy {report.privacy_score:.2f}"

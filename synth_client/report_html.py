@@ -39,6 +39,11 @@ def render_report(report: evaluation_pb2.Report) -> str:
         f"<title>Synthetic data report {_e(report.id)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Report {_e(report.id)} {_badge(verdict, color)}</h1>",
         f"<p>{_e(report.summary)}</p>",
+        *(
+            ["<h2>What to do next</h2><ul>", *(f"<li>{_e(s)}</li>" for s in report.next_steps), "</ul>"]
+            if report.next_steps
+            else []
+        ),
         "<p class='muted'>"
         f"Real dataset {_e(report.dataset_id)}; synthetic rows from "
         f"{_e(report.model_id or report.synthetic_dataset_id)}; {report.training_rows} training rows, "

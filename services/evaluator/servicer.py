@@ -61,6 +61,7 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
         verdict=_VERDICTS.get(report.verdict, evaluation_pb2.VERDICT_UNSPECIFIED),
         summary=report.summary,
         seconds=_num(report.seconds),
+        next_steps=report.next_steps,
     )
     for m in report.metrics:
         metric = msg.metrics.add(

@@ -26,9 +26,11 @@ from services.common.quality import (
     naive_baseline,
 )
 from services.common.quality.encoding import ColumnSet, DistanceEncoder, prepare_frames
+from services.common.quality.evaluate import next_steps
 from services.common.quality.fidelity import association_matrix, cramers_v
 from services.common.quality.neighbors import nearest_neighbours
 from services.common.quality.privacy import closer_share, identifiability, neutral_share, nndr, size_adjusted
+from services.common.quality.report import MetricResult
 from services.common.quality.utility import macro_roc_auc
 from services.common.quality.verdicts import verdict_of
 from services.common.tables import ColumnInfo, ColumnKind
@@ -626,3 +628,28 @@ def test_adult_real_rows_pass_privacy(adult_report: Report) -> None:
     assert r.metric("dcr_share").value == pytest.approx(0.5, abs=0.05)
     assert r.metric("identifiability").value == pytest.approx(0.5, abs=0.05)
     assert r.privacy_score > 0.85
+
+
+def _result(name: str, category: str, value: float, verdict: str) -> MetricResult:
+    return MetricResult(name, category, value, None, None, 0.85, True, verdict, value, "")
+
+
+def test_next_steps_say_what_to_do_and_name_the_worst_columns() -> None:
+    passing = [
+        _result("tstr_trtr_ratio", "utility", 0.97, "pass"),
+        _result("ks_complement[age]", "fidelity", 0.9, "pass"),
+    ]
+    assert next_steps(passing) == []
+    failing = [
+        _result("tstr_trtr_ratio", "utility", 0.6, "fail"),
+        _result("ks_complement[age]", "fidelity", 0.71, "fail"),
+        _result("ks_complement[fnlwgt]", "fidelity", 0.95, "pass"),
+        _result("tv_complement[race]", "fidelity", 0.8, "warn"),
+        _result("correlation_difference", "fidelity", 0.2, "fail"),
+        _result("dcr_share", "privacy", 0.7, "fail"),
+    ]
+    steps = next_steps(failing)
+    assert "train longer" in steps[0] and "another engine" in steps[0]
+    assert "age (0.71), race (0.80)" in steps[1] and "fnlwgt" not in steps[1]
+    assert any("Relations between columns" in s for s in steps)
+    assert "closer to training rows" in steps[-1]

@@ -253,6 +253,7 @@ def evaluate(inputs: EvaluationInputs, progress: Progress | None = None) -> Repo
         distances=run.distance_histograms(priv_s),
         seconds=0.0,
         excluded_columns=list(cols.excluded),
+        next_steps=next_steps(results),
     )
     report.seconds = time.perf_counter() - start
     report_progress("done", 1.0)
@@ -448,6 +449,45 @@ def _privacy_measures(
         Measured("identifiability", s.identifiability, b.identifiability, h.identifiability),
         Measured("disclosure_risk", risk(s), risk(b), risk(h), disclosure_ctx),
     ]
+
+
+_SHORTFALL = {"fail", "warn"}
+_WORST_COLUMNS = 3
+
+
+def next_steps(results: list[MetricResult]) -> list[str]:
+    """Plain advice for what fell short: train longer or another engine, and the columns furthest off."""
+    short = {r.name: r for r in results if r.verdict in _SHORTFALL}
+    if not short:
+        return []
+    steps: list[str] = []
+    utility_short = [r for r in short.values() if r.category == "utility" and not r.name.startswith("trtr")]
+    if utility_short:
+        steps.append(
+            "Predictions learned from the synthetic rows fall short of those learned from real ones: train longer "
+            "(preset best, or more epochs) or try another engine (synthesizer auto picks by measurement; "
+            "tvae often keeps relations between columns better than ctgan in a short run)."
+        )
+    columns = sorted(
+        (r for r in results if "[" in r.name and r.verdict in _SHORTFALL and math.isfinite(r.value)),
+        key=lambda r: r.value,
+    )[:_WORST_COLUMNS]
+    if columns:
+        listed = ", ".join(f"{r.name.split('[', 1)[1][:-1]} ({r.value:.2f})" for r in columns)
+        steps.append(f"The columns furthest from the real ones: {listed}. Compare their charts below.")
+    if "correlation_difference" in short:
+        steps.append(
+            "Relations between columns are off: train longer, or try tvae or the Gaussian copula, which keep "
+            "pairwise relations well in short runs."
+        )
+    if any(r.category == "fidelity" for r in short.values()) and not columns and not steps:
+        steps.append("Distributions differ from the real ones: train longer or try another engine.")
+    if any(r.category == "privacy" for r in short.values()):
+        steps.append(
+            "Synthetic rows sit closer to training rows than real unseen rows do: train fewer epochs, or use the "
+            "Gaussian copula, which cannot copy rows; do not share this set as it is."
+        )
+    return steps
 
 
 def _summary(verdict: str, scores: dict[str, float], results: list[MetricResult], excluded: list[str]) -> str:

@@ -225,6 +225,8 @@ class Report:
     distances: list[DistanceHistogram]
     seconds: float
     excluded_columns: list[str] = field(default_factory=list)
+    # What to do about what failed, in plain words (empty when everything passed).
+    next_steps: list[str] = field(default_factory=list)
     # Filled in by the service, not by the metrics.
     id: str = ""
     dataset_id: str = ""
@@ -262,6 +264,7 @@ class Report:
             "create_time": self.create_time,
             "seconds": _out(self.seconds),
             "excluded_columns": list(self.excluded_columns),
+            "next_steps": list(self.next_steps),
         }
 
     @classmethod
@@ -289,4 +292,5 @@ class Report:
             create_time=data.get("create_time"),
             seconds=_in(data.get("seconds")),
             excluded_columns=[str(c) for c in data.get("excluded_columns", [])],
+            next_steps=[str(s) for s in data.get("next_steps", [])],
         )
