@@ -91,66 +91,7 @@ class Trainer:
         return self.jobs.create(dataset_id, config, key)
 
     def effective_config(self, overrides: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-        unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS
-        if unknown:
-            raise InvalidArgument(f"unknown training settings: {', '.join(sorted(unknown))}")
-        synthesizer = overrides.get("synthesizer") or AUTO
-        if synthesizer not in SYNTHESIZERS:
-            raise InvalidArgument(
-                f"synthesizer must be one of {', '.join(SYNTHESIZERS)}, got {synthesizer!r}",
-                violations=[FieldViolation("config.synthesizer", f"unknown synthesizer {synthesizer!r}")],
-            )
-        preset = overrides.get("preset") or ""
-        if preset and preset not in PRESETS:
-            raise InvalidArgument(
-                f"preset must be one of {', '.join(PRESETS)}, got {preset!r}",
-                violations=[FieldViolation("config.preset", f"unknown preset {preset!r}")],
-            )
-        engine_values = {k: v for k, v in overrides.items() if k in _ENGINE_FIELDS}
-        if not preset and "epochs" not in engine_values and not engine_values.get("time_budget_seconds"):
-            preset = DEFAULT_PRESET
-        if preset and not engine_values.get("time_budget_seconds"):
-            engine_values["time_budget_seconds"] = PRESETS[preset]
-        for name in ("generator_dim", "discriminator_dim"):
-            if name in engine_values:
-                engine_values[name] = tuple(engine_values[name])
-        if engine_values.get("seed") is None:
-            engine_values["seed"] = secrets.randbelow(2**31)
-        engine = ENGINES[0] if synthesizer == AUTO else synthesizer
-        engine_config = TrainingConfig(**{**engine_defaults(engine), **engine_values, "synthesizer": engine}).validate()
-        config: dict[str, Any] = engine_config.to_dict()
-        config["synthesizer"] = synthesizer
-        config["preset"] = preset
-        # the fields the caller set: an automatic choice gives the others its winner's defaults
-        config["set_fields"] = sorted(k for k in engine_values if k != "seed")
-        config["holdout_fraction"] = float(overrides.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
-        if not 0.0 <= config["holdout_fraction"] <= 0.9:
-            raise InvalidArgument(
-                f"holdout_fraction must be between 0 and 0.9, got {config['holdout_fraction']}",
-                violations=[FieldViolation("config.holdout_fraction", "must be in [0, 0.9]")],
-            )
-        target = overrides.get("target_column", "")
-        if target and target not in columns:
-            raise InvalidArgument(
-                f"target column {target!r} is not in the dataset (columns: {', '.join(columns)})",
-                violations=[FieldViolation("config.target_column", f"unknown column {target!r}")],
-            )
-        config["target_column"] = target
-        discrete = list(overrides.get("discrete_columns", []))
-        missing = [c for c in discrete if c not in columns]
-        if missing:
-            raise InvalidArgument(
-                f"discrete column(s) not in the dataset: {', '.join(map(repr, missing))}",
-                violations=[FieldViolation("config.discrete_columns", f"unknown column {c!r}") for c in missing],
-            )
-        config["discrete_columns"] = discrete
-        device = overrides.get("device") or "auto"
-        if device == "auto":
-            device = self._default_device
-        if device == "cuda" and not torch.cuda.is_available():
-            raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
-        config["device"] = device
-        return config
+        return effective_config(overrides, columns, self._default_device)
 
     # ---- running a job (on a worker thread) --------------------------------
     def _run(self, job: JobRecord, ctx: JobContext) -> None:
@@ -189,7 +130,7 @@ class Trainer:
                 selection = self._selection(ctx, table, discrete, str(device))
             except TrainingCancelled:  # a candidate was stopped: nothing of it is worth keeping
                 ctx.raise_if_stopped()
-        engine_config = _engine_config(cfg, selection)
+        engine_config = final_engine_config(cfg, selection)
         train_start = time.perf_counter()
         previous_seconds = float(resume_state.get("training_seconds", 0.0)) if resume_state else 0.0
 
@@ -264,7 +205,7 @@ class Trainer:
             table,
             discrete,
             cfg["target_column"],
-            lambda engine: _config_for(cfg, engine),
+            lambda engine: config_for_engine(cfg, engine),
             seed=int(cfg["seed"]),
             device=device,
             threads=self._threads,
@@ -314,7 +255,72 @@ class Trainer:
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
 
 
-def _config_for(cfg: dict[str, Any], engine: str, budget_used: float = 0.0) -> TrainingConfig:
+def effective_config(overrides: dict[str, Any], columns: list[str], default_device: str = "auto") -> dict[str, Any]:
+    """A job's config from the fields a request set: defaults filled in, the seed
+    chosen, the preset's budget applied; ``InvalidArgument`` naming each bad field."""
+    unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS
+    if unknown:
+        raise InvalidArgument(f"unknown training settings: {', '.join(sorted(unknown))}")
+    synthesizer = overrides.get("synthesizer") or AUTO
+    if synthesizer not in SYNTHESIZERS:
+        raise InvalidArgument(
+            f"synthesizer must be one of {', '.join(SYNTHESIZERS)}, got {synthesizer!r}",
+            violations=[FieldViolation("config.synthesizer", f"unknown synthesizer {synthesizer!r}")],
+        )
+    preset = overrides.get("preset") or ""
+    if preset and preset not in PRESETS:
+        raise InvalidArgument(
+            f"preset must be one of {', '.join(PRESETS)}, got {preset!r}",
+            violations=[FieldViolation("config.preset", f"unknown preset {preset!r}")],
+        )
+    engine_values = {k: v for k, v in overrides.items() if k in _ENGINE_FIELDS}
+    if not preset and "epochs" not in engine_values and not engine_values.get("time_budget_seconds"):
+        preset = DEFAULT_PRESET
+    if preset and not engine_values.get("time_budget_seconds"):
+        engine_values["time_budget_seconds"] = PRESETS[preset]
+    for name in ("generator_dim", "discriminator_dim"):
+        if name in engine_values:
+            engine_values[name] = tuple(engine_values[name])
+    if engine_values.get("seed") is None:
+        engine_values["seed"] = secrets.randbelow(2**31)
+    engine = ENGINES[0] if synthesizer == AUTO else synthesizer
+    engine_config = TrainingConfig(**{**engine_defaults(engine), **engine_values, "synthesizer": engine}).validate()
+    config: dict[str, Any] = engine_config.to_dict()
+    config["synthesizer"] = synthesizer
+    config["preset"] = preset
+    # the fields the caller set: an automatic choice gives the others its winner's defaults
+    config["set_fields"] = sorted(k for k in engine_values if k != "seed")
+    config["holdout_fraction"] = float(overrides.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
+    if not 0.0 <= config["holdout_fraction"] <= 0.9:
+        raise InvalidArgument(
+            f"holdout_fraction must be between 0 and 0.9, got {config['holdout_fraction']}",
+            violations=[FieldViolation("config.holdout_fraction", "must be in [0, 0.9]")],
+        )
+    target = overrides.get("target_column", "")
+    if target and target not in columns:
+        raise InvalidArgument(
+            f"target column {target!r} is not in the dataset (columns: {', '.join(columns)})",
+            violations=[FieldViolation("config.target_column", f"unknown column {target!r}")],
+        )
+    config["target_column"] = target
+    discrete = list(overrides.get("discrete_columns", []))
+    missing = [c for c in discrete if c not in columns]
+    if missing:
+        raise InvalidArgument(
+            f"discrete column(s) not in the dataset: {', '.join(map(repr, missing))}",
+            violations=[FieldViolation("config.discrete_columns", f"unknown column {c!r}") for c in missing],
+        )
+    config["discrete_columns"] = discrete
+    device = overrides.get("device") or "auto"
+    if device == "auto":
+        device = default_device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
+    config["device"] = device
+    return config
+
+
+def config_for_engine(cfg: dict[str, Any], engine: str, budget_used: float = 0.0) -> TrainingConfig:
     """The job's config for ``engine``: that engine's defaults under the fields
     the caller set, and what is left of the time budget after ``budget_used``
     seconds (at least ``_MIN_FINAL_SHARE`` of it)."""
@@ -327,12 +333,12 @@ def _config_for(cfg: dict[str, Any], engine: str, budget_used: float = 0.0) -> T
     return TrainingConfig.from_dict({**defaults, **chosen, "synthesizer": engine})
 
 
-def _engine_config(cfg: dict[str, Any], selection: Selection | None) -> TrainingConfig:
+def final_engine_config(cfg: dict[str, Any], selection: Selection | None) -> TrainingConfig:
     """The config a job trains its model with: its own engine's, or the bake-off winner's."""
     if selection is None:  # jobs from before there were several engines have no "synthesizer": CTGAN
         values = {k: v for k, v in cfg.items() if k in _ENGINE_FIELDS}
         return TrainingConfig.from_dict({**values, "synthesizer": cfg.get("synthesizer", "ctgan")})
-    return _config_for(cfg, selection.winner, selection.seconds)
+    return config_for_engine(cfg, selection.winner, selection.seconds)
 
 
 def _eta(per_epoch: float, stats: EpochStats, elapsed: float, budget: float) -> float:
