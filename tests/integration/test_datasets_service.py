@@ -53,7 +53,6 @@ def kinds(dataset) -> dict[str, str]:  # type: ignore[no-untyped-def]
     }
 
 
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 @pytest.mark.parametrize("path", [p for p in ALL_CSVS if p.stat().st_size < 5 * 1024 * 1024], ids=lambda p: p.name)
 def test_upload_every_shared_csv(channel, path: Path) -> None:  # type: ignore[no-untyped-def]
     data = path.read_bytes()
@@ -69,7 +68,6 @@ def test_upload_every_shared_csv(channel, path: Path) -> None:  # type: ignore[n
     assert got == dataset
 
 
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 def test_upload_the_large_gzip_scale_set_with_a_bigger_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from services.trainer.app import build_server
     from services.trainer.settings import TrainerSettings
@@ -84,7 +82,6 @@ def test_upload_the_large_gzip_scale_set_with_a_bigger_limit(tmp_path) -> None: 
         server.stop(1)
 
 
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 def test_adult_kinds_and_missing_markers(channel) -> None:  # type: ignore[no-untyped-def]
     dataset = upload(channel, (DATASETS / "adult.csv").read_bytes())
     assert (dataset.row_count, dataset.column_count) == (32_561, 15)

@@ -44,7 +44,6 @@ def sample(channel: grpc.Channel, rows: int, delay_ms: int = 0, **kwargs):  # ty
     return sampling_grpc.SamplingServiceStub(channel).SampleRows(request, **kwargs)
 
 
-@pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 def test_unary_and_client_stream_calls_pass_through(gateway) -> None:  # type: ignore[no-untyped-def]
     # The client knows one address: the gateway's. No backend port is needed.
     with SynthClient(gateway.address) as client:

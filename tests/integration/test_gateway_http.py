@@ -92,7 +92,6 @@ def sse_events(body: bytes) -> list[dict[str, Any]]:
     return events
 
 
-@pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 def test_upload_a_real_csv_then_list_get_preview_delete(gateway) -> None:  # type: ignore[no-untyped-def]
     data = PIMA.read_bytes()
     up = request(
@@ -123,7 +122,6 @@ def test_upload_a_real_csv_then_list_get_preview_delete(gateway) -> None:  # typ
     assert error["details"][0]["reason"] == "DATASET_NOT_FOUND"
 
 
-@pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 def test_a_request_id_makes_http_uploads_and_job_starts_safe_to_retry(gateway) -> None:  # type: ignore[no-untyped-def]
     import uuid
 
@@ -152,7 +150,6 @@ def test_a_request_id_makes_http_uploads_and_job_starts_safe_to_retry(gateway) -
     assert reused.status == 400 and reused.json()["error"]["details"][0]["reason"] == "REQUEST_ID_REUSED"
 
 
-@pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 def test_multipart_and_chunked_uploads(gateway) -> None:  # type: ignore[no-untyped-def]
     data = PIMA.read_bytes()
     body, content_type = multipart({"display_name": "form.csv", "missing_marker": "-"}, "pima_diabetes.csv", data)

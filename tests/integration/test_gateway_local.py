@@ -13,7 +13,6 @@ from tests.integration.conftest import DATASETS
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 def test_local_platform_serves_everything_through_the_gateway(tmp_path) -> None:  # type: ignore[no-untyped-def]
     platform = LocalPlatform(tmp_path / "var", ports="free").start()
     try:

@@ -124,7 +124,6 @@ def test_errors_carry_details_and_the_request_id(tmp_path) -> None:  # type: ign
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 def test_separate_processes_like_synth_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
     platform = LocalPlatform(tmp_path / "var", ports="free").start()
     try:
@@ -148,7 +147,6 @@ def test_separate_processes_like_synth_up(tmp_path) -> None:  # type: ignore[no-
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATASETS.exists(), reason="shared datasets not present")
 def test_cli_upload_list_show_delete_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
     platform = LocalPlatform(tmp_path / "var", ports="free").start()
     try:

@@ -348,7 +348,6 @@ def test_generation_draws_categories_at_their_real_frequencies(tiny_model) -> No
         offset += len(count)
 
 
-@pytest.mark.skipif(not (SHARED_DATASETS / "nyc_taxis.csv").exists(), reason="shared datasets not present")
 def test_column_comparisons_hold_on_every_row_of_a_real_taxi_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """NYC taxi trips: CTGAN learns pick-up and drop-off times separately, so
     unconstrained rows can end before they start. With the comparisons every
