@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--holdout", type=float, help="share of rows held out (default 0.2)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument(
+        "--discrete", action="append", default=[], metavar="COL", help="learn COL as categories (repeatable)"
+    )
+    train.add_argument(
+        "--exclude", action="append", default=[], metavar="COL", help="do not learn COL: left empty (repeatable)"
+    )
     train.add_argument("--detach", action="store_true", help="start the job and return at once")
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=_cmd_train)
@@ -446,6 +452,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             holdout_fraction=args.holdout,
             device=args.device,
+            discrete_columns=args.discrete,
+            exclude_columns=args.exclude,
         )
         if args.detach:
             _print_json(job) if args.json else print(f"started {job.id}; watch with: synth jobs watch {job.id}")

@@ -173,6 +173,7 @@ async function refreshAll() {
   fillSelect($("train-dataset"), state.datasets, (d) => `${d.display_name} (${d.id})`);
   fillSelect($("eval-dataset"), state.datasets, (d) => `${d.display_name} (${d.id})`);
   updateTargets($("train-dataset"), $("train-target"));
+  updateTrainColumns();
   updateTargets($("eval-dataset"), $("eval-target"));
   try {
     const { models } = await getJSON("/v1/models?page_size=200");
@@ -192,7 +193,29 @@ function updateTargets(datasetSelect, targetSelect) {
   for (const c of (ds && ds.schema.columns) || []) targetSelect.append(node("option", { value: c.name }, `${c.name} (${kindName(c.kind)})`));
   targetSelect.value = [...targetSelect.options].some((o) => o.value === keep) ? keep : "";
 }
-$("train-dataset").addEventListener("change", () => updateTargets($("train-dataset"), $("train-target")));
+function updateTrainColumns() {
+  const ds = state.datasets.find((d) => d.id === $("train-dataset").value);
+  const body = $("train-columns-table").querySelector("tbody");
+  body.replaceChildren(...((ds && ds.schema.columns) || []).map((c, i) => {
+    const learned = !["COLUMN_KIND_IDENTIFIER", "COLUMN_KIND_FREE_TEXT"].includes(c.kind);
+    const select = node("select", { class: "learn-as", id: `learn-as-${i}`, "data-column": c.name, "aria-label": `Learn ${c.name} as` },
+      node("option", { value: "" }, learned ? `${kindName(c.kind)}, as inferred` : `not learned (${kindName(c.kind)})`),
+      node("option", { value: "discrete" }, "categories"),
+      ...(learned ? [node("option", { value: "exclude" }, "excluded: left empty")] : []));
+    return node("tr", {}, node("th", { scope: "row" }, c.name), node("td", {}, `${kindName(c.kind)}${c.kind_reason ? `: ${c.kind_reason}` : ""}`), node("td", {}, select));
+  }));
+}
+
+function columnChoices() {
+  const discrete = [], exclude = [];
+  for (const s of document.querySelectorAll(".learn-as")) {
+    if (s.value === "discrete") discrete.push(s.dataset.column);
+    if (s.value === "exclude") exclude.push(s.dataset.column);
+  }
+  return { discrete, exclude };
+}
+
+$("train-dataset").addEventListener("change", () => { updateTargets($("train-dataset"), $("train-target")); updateTrainColumns(); });
 $("eval-dataset").addEventListener("change", () => updateTargets($("eval-dataset"), $("eval-target")));
 
 async function listInto(id, path, field, headers, row) {
@@ -271,6 +294,7 @@ function uploadFile(file) {
         choose($("train-dataset"), body.dataset.id);
         choose($("eval-dataset"), body.dataset.id);
         updateTargets($("train-dataset"), $("train-target"));
+        updateTrainColumns();
         updateTargets($("eval-dataset"), $("eval-target"));
       });
     } else {
@@ -294,6 +318,7 @@ function showSchema(d) {
     else if (c.categories && c.categories.length) values = c.categories.slice(0, 5).join(", ") + (c.categories.length > 5 ? ", …" : "");
     if (c.datetime_format) values = `format ${c.datetime_format}`;
     return node("tr", {}, node("th", { scope: "row" }, c.name), node("td", {}, kindName(c.kind) + (c.kind_overridden ? " (set)" : "")),
+      node("td", { class: "hint" }, c.kind_reason || ""),
       node("td", { class: "num" }, num(c.missing_count)), node("td", { class: "num" }, num(c.distinct_count)), node("td", {}, values));
   }));
 }
@@ -313,8 +338,15 @@ function saveWatch() {
   if (state.watch) localStorage.setItem(WATCH_KEY, JSON.stringify(state.watch));
 }
 
+// What each engine's two per-epoch losses are (the copula has no training loop).
+const LOSS_NAMES = { ctgan: ["generator", "discriminator"], tvae: ["reconstruction", "KL divergence"] };
+
 function drawLoss() {
   const w = state.watch;
+  const figure = $("loss-chart").closest("figure");
+  figure.hidden = w.engine === "copula";
+  const [first, second] = LOSS_NAMES[w.engine] || LOSS_NAMES.ctgan;
+  figure.querySelector("figcaption").textContent = `${first[0].toUpperCase() + first.slice(1)} and ${second} loss per epoch.`;
   Charts.line($("loss-chart"), {
     title: "Training loss",
     xLabel: "epoch",
@@ -322,8 +354,8 @@ function drawLoss() {
     xMin: 0,
     xMax: w.epochs || 1,
     series: [
-      { name: "generator", cls: "g", points: w.points.map((p) => [p[0], p[1]]) },
-      { name: "discriminator", cls: "d", points: w.points.map((p) => [p[0], p[2]]) },
+      { name: first, cls: "g", points: w.points.map((p) => [p[0], p[1]]) },
+      { name: second, cls: "d", points: w.points.map((p) => [p[0], p[2]]) },
     ],
   });
 }
@@ -342,7 +374,9 @@ function onTrainingEvent(kind, ev, id) {
     trainStatus(`Tried ${t.engine}: score ${Number(t.score).toFixed(2)} (fidelity ${Number(t.fidelity).toFixed(2)}${utility}).`);
   } else if (kind === "engine_chosen") {
     w.choice = `Chose ${ev.engine_chosen.engine}. ${ev.engine_chosen.reason}`;
+    w.engine = ev.engine_chosen.engine;
     showChoice(w.choice);
+    drawLoss();
     trainStatus(`Training ${ev.engine_chosen.engine} on all the rows…`);
   }
   else if (kind === "epoch") {
@@ -350,7 +384,8 @@ function onTrainingEvent(kind, ev, id) {
     w.epochs = e.epochs;
     if (!w.points.some((p) => p[0] === e.epoch)) w.points.push([e.epoch, e.generator_loss, e.discriminator_loss]);
     $("train-progress").value = e.epoch / e.epochs;
-    trainStatus(`Epoch ${e.epoch} of ${e.epochs}: generator loss ${Charts.fmt(e.generator_loss)}, discriminator loss ${Charts.fmt(e.discriminator_loss)}, about ${Math.round(e.eta_seconds || 0)} s left.`);
+    const [first, second] = LOSS_NAMES[w.engine] || LOSS_NAMES.ctgan;
+    trainStatus(`Epoch ${e.epoch} of at most ${e.epochs}: ${first} loss ${Charts.fmt(e.generator_loss)}, ${second} loss ${Charts.fmt(e.discriminator_loss)}, about ${Math.round(e.eta_seconds || 0)} s left.`);
     drawLoss();
   } else if (kind === "checkpoint") { /* quiet */ }
   else if (kind === "succeeded") {
@@ -371,9 +406,9 @@ function showChoice(text) {
   $("train-choice").textContent = text || "";
 }
 
-async function watchJob(jobId, after, points, epochs, choice) {
+async function watchJob(jobId, after, points, epochs, choice, engine) {
   if (state.watchAbort) state.watchAbort.abort();
-  state.watch = { job_id: jobId, last: after, points: points || [], epochs: epochs || 0, done: false, choice: choice || "" };
+  state.watch = { job_id: jobId, last: after, points: points || [], epochs: epochs || 0, done: false, choice: choice || "", engine: engine || "" };
   saveWatch();
   if (location.hash !== `#train/${jobId}`) history.replaceState(null, "", `#train/${jobId}`);
   $("train-live").hidden = false;
@@ -413,10 +448,10 @@ function resumeWatch() {
   let saved = null;
   try { saved = JSON.parse(localStorage.getItem(WATCH_KEY) || "null"); } catch (_) { saved = null; }
   if (step === "train" && arg && arg.startsWith("job-")) {
-    if (saved && saved.job_id === arg) watchJob(arg, saved.last, saved.points, saved.epochs, saved.choice);
+    if (saved && saved.job_id === arg) watchJob(arg, saved.last, saved.points, saved.epochs, saved.choice, saved.engine);
     else watchJob(arg, 0, []);
   } else if (saved && !saved.done) {
-    watchJob(saved.job_id, saved.last, saved.points, saved.epochs, saved.choice);
+    watchJob(saved.job_id, saved.last, saved.points, saved.epochs, saved.choice, saved.engine);
   }
 }
 
@@ -424,6 +459,9 @@ $("train-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("train-error").textContent = "";
   const config = { synthesizer: $("train-synthesizer").value, batch_size: Number($("train-batch").value) };
+  const { discrete, exclude } = columnChoices();
+  if (discrete.length) config.discrete_columns = discrete;
+  if (exclude.length) config.exclude_columns = exclude;
   if ($("train-length").value === "epochs") config.epochs = Number($("train-epochs").value);
   else config.preset = $("train-length").value;
   if ($("train-seed").value !== "") config.seed = Number($("train-seed").value);
@@ -431,7 +469,8 @@ $("train-form").addEventListener("submit", async (e) => {
   $("train-start").disabled = true;
   try {
     const { job } = await sendJSON("POST", "/v1/jobs", { dataset_id: $("train-dataset").value, config });
-    watchJob(job.id, 0, [], job.config.epochs);
+    const engine = job.config.synthesizer === "auto" ? "" : job.config.synthesizer;
+    watchJob(job.id, 0, [], job.config.epochs, "", engine);
   } catch (err) {
     $("train-error").textContent = describe(err);
   } finally {

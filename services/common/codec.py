@@ -14,6 +14,7 @@ rows (Arrow record batches in upload order).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,28 @@ from services.common.support import SupportRules
 from services.common.tables import ColumnInfo, ColumnKind
 
 NOT_LEARNED = {ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT}
+
+
+def columns_for_training(
+    columns: Sequence[ColumnInfo], discrete: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[ColumnInfo]:
+    """The schema a model is trained on and samples with: the dataset's, with the
+    job's choices applied. ``exclude``: not learned, left empty in synthetic rows
+    and in no metric. ``discrete``: learned as categories; an identifier or
+    free-text column asked for so becomes categorical (its values are then learned,
+    so the user chose to let real values appear)."""
+    out: list[ColumnInfo] = []
+    for col in columns:
+        if col.name in exclude:
+            col = dataclasses.replace(
+                col, kind=ColumnKind.FREE_TEXT, overridden=True, kind_reason="excluded before training: left empty"
+            )
+        elif col.name in discrete and col.kind in NOT_LEARNED:
+            col = dataclasses.replace(
+                col, kind=ColumnKind.CATEGORICAL, overridden=True, kind_reason="learned as categories on request"
+            )
+        out.append(col)
+    return out
 
 
 def training_view(

@@ -35,7 +35,7 @@ from services.common.logs import current_context, log_context
 from services.common.models import ModelRegistry
 from services.common.quality import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
-from services.common.tables import DatasetRepository
+from services.common.tables import ColumnInfo, DatasetRepository
 from services.evaluator.sampler_client import SamplerClient
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,10 @@ class Evaluations:
         progress("loading the real rows", 0.01)
         dataset = self._datasets.get(request.dataset_id)
         real = self._datasets.load_frame(request.dataset_id)
+        columns = dataset.columns
         if request.model_id:
+            # the schema the model was trained with (a job may exclude columns or learn them as categories)
+            columns = [ColumnInfo.from_dict(c) for c in self._models.get(request.model_id).columns]
             holdout = self._models.holdout_indices(request.model_id)
             train = np.setdiff1d(np.arange(len(real)), holdout)
             rows = request.synthetic_rows or len(train)
@@ -218,7 +221,7 @@ class Evaluations:
                 real_train=real.iloc[train].reset_index(drop=True),
                 real_holdout=real.iloc[holdout].reset_index(drop=True),
                 synthetic=synthetic,
-                columns=dataset.columns,
+                columns=columns,
                 target=request.target_column or None,
                 task=request.task,
                 seed=seed,

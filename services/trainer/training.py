@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.common.codec import training_view
+from services.common.codec import columns_for_training, training_view
 from services.common.engine.artifact import load_checkpoint, save_checkpoint, save_model
 from services.common.engine.config import ENGINES, TrainingConfig, engine_defaults
 from services.common.engine.device import resolve_device
@@ -53,7 +53,15 @@ DEFAULT_PRESET = "balanced"
 # The final training keeps at least this share of the budget after a bake-off.
 _MIN_FINAL_SHARE = 0.3
 _ENGINE_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)} - {"synthesizer"}
-_PLATFORM_FIELDS = {"holdout_fraction", "target_column", "discrete_columns", "device", "synthesizer", "preset"}
+_PLATFORM_FIELDS = {
+    "holdout_fraction",
+    "target_column",
+    "discrete_columns",
+    "exclude_columns",
+    "device",
+    "synthesizer",
+    "preset",
+}
 
 
 class Trainer:
@@ -105,7 +113,8 @@ class Trainer:
             cfg["holdout_fraction"],
             cfg["seed"],
         )
-        table, discrete = training_view(frame.iloc[train_idx], dataset.columns, cfg["discrete_columns"])
+        columns = columns_for_training(dataset.columns, cfg["discrete_columns"], cfg.get("exclude_columns", []))
+        table, discrete = training_view(frame.iloc[train_idx], columns, cfg["discrete_columns"])
         support = SupportRules.fit(table, discrete)
         device = resolve_device(cfg["device"])
 
@@ -178,7 +187,7 @@ class Trainer:
             ctx.raise_if_stopped()
             raise
         seconds = previous_seconds + time.perf_counter() - train_start
-        self._publish(job, dataset, trained, support, selection, train_idx, holdout_idx, seconds, str(device))
+        self._publish(job, dataset, columns, trained, support, selection, train_idx, holdout_idx, seconds, str(device))
         ctx.succeed(job.model_id, seconds)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
 
@@ -217,7 +226,17 @@ class Trainer:
         return selection
 
     def _publish(  # type: ignore[no-untyped-def]
-        self, job, dataset, trained: SynthesisModel, support, selection, train_idx, holdout_idx, seconds, device
+        self,
+        job,
+        dataset,
+        columns,
+        trained: SynthesisModel,
+        support,
+        selection,
+        train_idx,
+        holdout_idx,
+        seconds,
+        device,
     ) -> None:
         cfg = job.config
         history = [
@@ -229,7 +248,7 @@ class Trainer:
             dataset_id=job.dataset_id,
             job_id=job.id,
             dataset_fingerprint=dataset.fingerprint,
-            columns=[c.to_dict() for c in dataset.columns],
+            columns=[c.to_dict() for c in columns],
             config=cfg,
             holdout=HoldoutInfo(
                 training_rows=len(train_idx),
@@ -311,6 +330,25 @@ def effective_config(overrides: dict[str, Any], columns: list[str], default_devi
             violations=[FieldViolation("config.discrete_columns", f"unknown column {c!r}") for c in missing],
         )
     config["discrete_columns"] = discrete
+    exclude = list(overrides.get("exclude_columns", []))
+    problems = (
+        [FieldViolation("config.exclude_columns", f"unknown column {c!r}") for c in exclude if c not in columns]
+        + [
+            FieldViolation("config.exclude_columns", f"{c!r} is the target column, which must be learned")
+            for c in exclude
+            if c == target
+        ]
+        + [
+            FieldViolation("config.exclude_columns", f"{c!r} is also in discrete_columns")
+            for c in exclude
+            if c in discrete
+        ]
+    )
+    if len(set(exclude)) + 1 > len(columns):
+        problems.append(FieldViolation("config.exclude_columns", "at least one column must be learned"))
+    if problems:
+        raise InvalidArgument("bad exclude_columns: " + "; ".join(p.description for p in problems), violations=problems)
+    config["exclude_columns"] = exclude
     device = overrides.get("device") or "auto"
     if device == "auto":
         device = default_device

@@ -45,6 +45,8 @@ def config_from_proto(msg: training_pb2.TrainingConfig) -> dict[str, Any]:
         out["discriminator_dim"] = list(msg.discriminator_dims)
     if msg.discrete_columns:
         out["discrete_columns"] = list(msg.discrete_columns)
+    if msg.exclude_columns:
+        out["exclude_columns"] = list(msg.exclude_columns)
     if msg.HasField("holdout_fraction"):
         out["holdout_fraction"] = msg.holdout_fraction
     if msg.target_column:
@@ -71,6 +73,7 @@ def config_to_proto(cfg: dict[str, Any]) -> training_pb2.TrainingConfig:
         discriminator_lr=cfg.get("discriminator_lr", 0.0),
         pac=cfg.get("pac", 0),
         discrete_columns=cfg.get("discrete_columns", []),
+        exclude_columns=cfg.get("exclude_columns", []),
         target_column=cfg.get("target_column", ""),
         device=_DEVICE_TO_PROTO.get(cfg.get("device", "auto"), common_pb2.DEVICE_AUTO),
         checkpoint_every_epochs=cfg.get("checkpoint_every", 0),

@@ -25,7 +25,6 @@ from tests.e2e.conftest import DATASETS, shot
 from tests.integration.test_gateway_fakes import start_fake_backend, start_gateway
 
 PIMA = DATASETS / "pima_diabetes.csv"
-pytestmark = pytest.mark.skipif(not PIMA.exists(), reason="shared datasets not present")
 
 
 def upload(page: Any, path: Path) -> None:
@@ -221,6 +220,9 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     page.fill("#train-batch", "100")
     page.fill("#train-seed", "7")
     page.select_option("#train-target", "Outcome")
+    page.click("#train-columns summary")  # the schema, with why each kind was inferred; leave one column out
+    page.select_option('.learn-as[data-column="SkinThickness"]', "exclude")
+    assert "distinct values" in page.inner_text("#train-columns-table")
     page.click("#train-start")
     page.wait_for_selector("#train-live:not([hidden])")
     page.wait_for_function(
@@ -266,6 +268,7 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     download.save_as(str(saved))
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert len(rows) == 200 and "Glucose" in rows[0]
+    assert {r["SkinThickness"] for r in rows} == {""}, "the excluded column is left empty"
     assert {r["Outcome"] for r in rows} == {"1"}, "every row satisfies the condition"
     assert all(float(r["Glucose"]) > float(r["BloodPressure"]) for r in rows), "and the comparison"
     page.wait_for_selector("#gen-preview:not([hidden])")

@@ -114,3 +114,46 @@ def test_engine_models_sample_with_conditions_on_the_real_support(trainer, chann
     loss = real.loc[real["capital_loss"] > 0, "capital_loss"]
     fake = rows["capital_loss"]
     assert not ((fake > 0) & (fake < loss.min())).any()
+
+
+def test_columns_can_be_excluded_or_learned_as_categories(trainer, channel, dataset_id) -> None:  # type: ignore[no-untyped-def]
+    events, model = run_job(
+        channel,
+        dataset_id,
+        synthesizer="copula",
+        seed=3,
+        exclude_columns=["fnlwgt"],
+        discrete_columns=["hours_per_week"],
+    )
+    kinds = {c.name: (c.kind, c.kind_reason) for c in model.schema.columns}
+    assert kinds["fnlwgt"][1] == "excluded before training: left empty"
+    assert list(model.config.exclude_columns) == ["fnlwgt"]
+    server = start_sampler(trainer[1])
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            from synth.v1 import sampling_pb2_grpc
+
+            _, data = sample(sampling_pb2_grpc.SamplingServiceStub(ch), model.id, 2000, seed=1)
+    finally:
+        server.stop(1)
+    rows = pd.read_csv(io.BytesIO(data))
+    assert rows["fnlwgt"].isna().all() and rows["age"].notna().all()
+    real = pd.read_csv(io.BytesIO(adult_slice(1500)))
+    assert set(rows["hours_per_week"].dropna()) <= set(real["hours_per_week"])  # only trained categories
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"exclude_columns": ["nope"]}, "unknown column 'nope'"),
+        ({"exclude_columns": ["income"], "target_column": "income"}, "is the target column"),
+        ({"exclude_columns": ["age"], "discrete_columns": ["age"]}, "also in discrete_columns"),
+    ],
+)
+def test_bad_column_choices_are_refused(channel, dataset_id, config, needle) -> None:  # type: ignore[no-untyped-def]
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    request = training_pb2.StartTrainingRequest(dataset_id=dataset_id, config=training_pb2.TrainingConfig(**config))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.StartTraining(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in info.value.details()
+    assert violations(info.value) == ["config.exclude_columns"]
