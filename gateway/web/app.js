@@ -174,6 +174,7 @@ async function refreshAll() {
   fillSelect($("eval-dataset"), state.datasets, (d) => `${d.display_name} (${d.id})`);
   updateTargets($("train-dataset"), $("train-target"));
   updateTrainColumns();
+  proposePreset();
   updateTargets($("eval-dataset"), $("eval-target"));
   try {
     const { models } = await getJSON("/v1/models?page_size=200");
@@ -215,7 +216,7 @@ function columnChoices() {
   return { discrete, exclude };
 }
 
-$("train-dataset").addEventListener("change", () => { updateTargets($("train-dataset"), $("train-target")); updateTrainColumns(); });
+$("train-dataset").addEventListener("change", () => { updateTargets($("train-dataset"), $("train-target")); updateTrainColumns(); proposePreset(); });
 $("eval-dataset").addEventListener("change", () => updateTargets($("eval-dataset"), $("eval-target")));
 
 async function listInto(id, path, field, headers, row) {
@@ -295,6 +296,7 @@ function uploadFile(file) {
         choose($("eval-dataset"), body.dataset.id);
         updateTargets($("train-dataset"), $("train-target"));
         updateTrainColumns();
+        proposePreset();
         updateTargets($("eval-dataset"), $("eval-target"));
       });
     } else {
@@ -478,14 +480,26 @@ $("train-form").addEventListener("submit", async (e) => {
   }
 });
 
+// The preset proposed for a table: small ones are learned well within a minute.
+const QUICK_CELLS = 100_000;
+
+function proposePreset() {
+  const ds = state.datasets.find((d) => d.id === $("train-dataset").value);
+  if (!ds || $("train-length").value === "epochs") return;
+  $("train-length").value = ds.row_count * ds.column_count <= QUICK_CELLS ? "quick" : "balanced";
+  trainingEstimate();
+}
+
 function trainingEstimate() {
   const length = $("train-length").value;
   $("train-epochs").disabled = length !== "epochs";
   const minutes = { quick: 1, balanced: 3, best: 10 }[length];
   const auto = $("train-synthesizer").value === "auto";
+  const ds = state.datasets.find((d) => d.id === $("train-dataset").value);
+  const size = ds ? ` Proposed from the table's size (${num(ds.row_count)} rows × ${ds.column_count} columns).` : "";
   $("train-estimate").textContent = length === "epochs"
     ? "Trains exactly this many passes over the rows, however long they take."
-    : `Stops after about ${minutes} minute${minutes > 1 ? "s" : ""}${auto ? ", the engine choice included" : ""}; longer usually means more faithful rows.`;
+    : `Stops after about ${minutes} minute${minutes > 1 ? "s" : ""}${auto ? ", the engine choice included" : ""}; longer usually means more faithful rows.${size}`;
 }
 $("train-length").addEventListener("change", trainingEstimate);
 $("train-synthesizer").addEventListener("change", trainingEstimate);

@@ -213,8 +213,10 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     # Train a few epochs, reloading the page while it runs: it re-attaches.
     page.click("#to-train")
     page.wait_for_selector("#step-train:not([hidden])")
-    assert page.input_value("#train-synthesizer") == "auto" and page.input_value("#train-length") == "balanced"
-    assert page.locator("#train-epochs").is_disabled() and "3 minutes" in page.inner_text("#train-estimate")
+    # automatic engine choice, and a time budget proposed from the table's size (Pima is small: quick)
+    assert page.input_value("#train-synthesizer") == "auto" and page.input_value("#train-length") == "quick"
+    estimate = page.inner_text("#train-estimate")
+    assert page.locator("#train-epochs").is_disabled() and "1 minute" in estimate and "768 rows" in estimate
     page.select_option("#train-length", "epochs")
     page.fill("#train-epochs", "3")
     page.fill("#train-batch", "100")
