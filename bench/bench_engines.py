@@ -59,6 +59,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.common.calibration import MarginCalibration  # noqa: E402
 from services.common.codec import NOT_LEARNED, OutputTyper, training_view  # noqa: E402
 from services.common.engine.config import ENGINES  # noqa: E402
 from services.common.engine.model import SynthesisModel  # noqa: E402
@@ -70,7 +71,7 @@ from services.common.support import SupportRules  # noqa: E402
 from services.common.tables import ColumnInfo, DatasetRepository, IntakeLimits  # noqa: E402
 from services.trainer.autoselect import Trial, choose_engine  # noqa: E402
 from services.trainer.engine import EpochStats, default_threads  # noqa: E402
-from services.trainer.synthesizers import train_model  # noqa: E402
+from services.trainer.synthesizers import calibrate, train_model  # noqa: E402
 from services.trainer.training import (  # noqa: E402
     AUTO,
     DEFAULT_HOLDOUT_FRACTION,
@@ -248,6 +249,8 @@ def train(prepared: Prepared, synthesizer: str, preset: str, seed: int, threads:
     ended = time.perf_counter()
     return {
         "model": model,
+        # as the trainer does before it publishes the model
+        "calibration": calibrate(model, prepared.table, prepared.discrete, int(cfg["seed"]) + 1),
         "engine": config.synthesizer,
         "config": config.to_dict(),
         "train_seconds": ended - began,
@@ -262,7 +265,9 @@ def train(prepared: Prepared, synthesizer: str, preset: str, seed: int, threads:
 # ---------------------------------------------------------------------------------------------
 
 
-def synthetic_rows(model: SynthesisModel, prepared: Prepared, rows: int, seed: int) -> pd.DataFrame:
+def synthetic_rows(
+    model: SynthesisModel, prepared: Prepared, rows: int, seed: int, calibration: MarginCalibration | None = None
+) -> pd.DataFrame:
     """``RowSampler`` without conditions: pieces, typed, completed in order, then Arrow to pandas
     as ``SamplerClient.draw`` does."""
     typer = OutputTyper(
@@ -270,6 +275,7 @@ def synthetic_rows(model: SynthesisModel, prepared: Prepared, rows: int, seed: i
         model.columns,
         {name: model.category_values(name) for name in model.discrete_columns},
         support=prepared.rules,
+        calibration=calibration,
     )
     batches: list[pa.RecordBatch] = []
     made = piece = 0
@@ -365,12 +371,13 @@ def run_engine(prepared: Prepared, synthesizer: str, args: argparse.Namespace) -
     _progress(f"{label}: training ({args.preset}, {PRESETS[args.preset]:.0f} s budget)")
     trained = train(prepared, synthesizer, args.preset, args.seed, args.threads)
     model = trained.pop("model")
+    calibration = trained.pop("calibration")
     _progress(
         f"{label}: trained {trained['engine']} for {trained['epochs_trained']} epochs in "
         f"{trained['train_seconds']:.1f} s; sampling"
     )
     sample_began = time.perf_counter()
-    rows = synthetic_rows(model, prepared, min(len(prepared.train), MAX_SYNTHETIC_ROWS), args.seed)
+    rows = synthetic_rows(model, prepared, min(len(prepared.train), MAX_SYNTHETIC_ROWS), args.seed, calibration)
     sample_seconds = time.perf_counter() - sample_began
     _progress(f"{label}: {len(rows):,} rows in {sample_seconds:.1f} s; evaluating")
     report = evaluate(

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.calibration import MarginCalibration
 from services.common.support import SupportRules
 from services.common.tables import ColumnInfo, ColumnKind
 
@@ -90,7 +91,9 @@ def _category_text(value: object) -> object:
 class OutputTyper:
     """Typed synthetic rows, as Arrow record batches, from the engine's decoded columns.
 
-    Keeps what users expect of their data: with ``support`` rules (see
+    Keeps what users expect of their data: with a ``calibration`` (see
+    ``services.common.calibration``), each numeric column's distribution is the
+    real one, the model's ordering of values kept; with ``support`` rules (see
     ``services.common.support``), numbers land where real ones are (on the
     source's grid of decimals or days, on its few observed values, on its point
     masses rather than in the gap next to them); numbers stay inside the
@@ -110,14 +113,16 @@ class OutputTyper:
         learned: Sequence[str],
         categories: Mapping[str, Sequence[Any]],
         support: SupportRules | None = None,
+        calibration: MarginCalibration | None = None,
     ) -> None:
         """``learned``: the engine's columns in its decoding order; ``categories``:
         the trained values of each column it learned as discrete; ``support``:
         the real support of the numeric columns it learned as continuous,
         applied before the range clip and integer rounding (None: values are
-        only clipped and rounded)."""
+        only clipped and rounded); ``calibration``: applied first, to the same columns."""
         self.columns = list(columns)
         self._support = support
+        self._calibration = calibration
         self.schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self.columns])
         by_name = {c.name: c for c in self.columns}
         self._learned = [by_name[name] for name in learned]
@@ -155,10 +160,12 @@ class OutputTyper:
             return pc.take(lookup, pa.array(values))
         if lookup is not None:
             numbers = lookup[values]  # a numeric column learned as discrete: already real values
-        elif self._support is not None:
-            numbers = self._support.apply(col.name, values)
         else:
             numbers = values
+            if self._calibration is not None:
+                numbers = self._calibration.apply(col.name, numbers)
+            if self._support is not None:
+                numbers = self._support.apply(col.name, numbers)
         numbers = np.clip(
             numbers, -np.inf if col.minimum is None else col.minimum, np.inf if col.maximum is None else col.maximum
         )

@@ -116,6 +116,7 @@ class RowSampler:
             model.columns,
             {name: model.category_values(name) for name in model.discrete_columns},
             support=model.support,
+            calibration=model.calibration,
         )
         encoder = ArrowEncoder(typer.schema) if request.fmt == ARROW else CsvEncoder(columns)
         rows = self._accepted(model, typer, request.row_count, seed, conditions, steer, is_active)

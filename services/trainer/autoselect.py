@@ -38,7 +38,7 @@ from services.common.engine.model import SynthesisModel
 from services.common.quality import fidelity, utility
 from services.common.quality.encoding import ColumnSet, prepare_frames
 from services.common.tables import ColumnKind
-from services.trainer.synthesizers import train_model
+from services.trainer.synthesizers import calibrate, synthetic_frame, train_model
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class _Scorer:
         names = [str(c) for c in fit.columns]
         kinds = {n: ColumnKind.CATEGORICAL if n in set(discrete) else ColumnKind.CONTINUOUS for n in names}
         self.columns = ColumnSet(names=names, kinds=kinds, excluded=[])
-        self.fit, self.check, self.target = fit, check, target
+        self.fit, self.check, self.target, self.discrete = fit, check, target, list(discrete)
         self.task = utility.CLASSIFICATION if kinds.get(target) is ColumnKind.CATEGORICAL else utility.REGRESSION
         _, prepared = prepare_frames(self.columns, {"fit": fit, "check": check}, reference="fit")
         self.real = prepared["fit"]
@@ -178,7 +178,12 @@ class _Scorer:
         return numbers.roc_auc if self.task == utility.CLASSIFICATION else numbers.r2
 
     def score(self, model: SynthesisModel, seed: int) -> tuple[float, float | None]:
+        # scored as the sampler will serve it: numeric columns calibrated (on other rows than those scored)
+        calibration = calibrate(model, self.fit, self.discrete, seed + 1)
         synthetic = synthetic_frame(model, len(self.fit), seed)
+        for name in synthetic.columns:
+            if name in calibration:
+                synthetic[name] = calibration.apply(name, synthetic[name].to_numpy(dtype=np.float64))
         _, prepared = prepare_frames(
             self.columns, {"fit": self.fit, "check": self.check, "synthetic": synthetic}, reference="fit"
         )
@@ -192,22 +197,3 @@ class _Scorer:
         else:
             ratio = tstr / self.trtr if self.trtr > 0 else float("nan")
         return fid, float(np.clip(np.nan_to_num(ratio), 0.0, 1.0))
-
-
-def synthetic_frame(model: SynthesisModel, rows: int, seed: int) -> pd.DataFrame:
-    """``rows`` generated rows in the training view's space (numbers as floats, categories as values)."""
-    pieces: list[list[np.ndarray]] = []
-    made = index = 0
-    while made < rows:
-        pieces.append(model.decoded_piece(seed, index, None))
-        made += model.piece_rows
-        index += 1
-    out: dict[str, Any] = {}
-    for position, name in enumerate(model.columns):
-        values = np.concatenate([p[position] for p in pieces])[:rows]
-        if name in model.discrete_columns:
-            lookup = np.array(model.category_values(name), dtype=object)
-            out[name] = lookup[values]
-        else:
-            out[name] = values
-    return pd.DataFrame(out)

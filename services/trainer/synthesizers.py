@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from services.common.calibration import MarginCalibration
 from services.common.engine.config import TrainingConfig
 from services.common.engine.copula import GaussianCopula
 from services.common.engine.model import EpochRecord, ModelMetadata, SynthesisModel, library_versions
@@ -84,3 +86,31 @@ def fit_copula(
     if on_epoch is not None:
         on_epoch(EpochStats(1, 1, 0.0, 0.0, seconds, len(frame) / seconds if seconds > 0 else 0.0))
     return model
+
+
+CALIBRATION_ROWS = 20_000  # rows drawn from a trained model to calibrate its numeric columns
+
+
+def calibrate(model: SynthesisModel, table: pd.DataFrame, discrete: Sequence[str], seed: int) -> MarginCalibration:
+    """The model's numeric columns against the real training view's (see ``services.common.calibration``)."""
+    rows = min(CALIBRATION_ROWS, max(len(table), 1_000))
+    return MarginCalibration.fit(table, synthetic_frame(model, rows, seed), discrete)
+
+
+def synthetic_frame(model: SynthesisModel, rows: int, seed: int) -> pd.DataFrame:
+    """``rows`` generated rows in the training view's space (numbers as floats, categories as values)."""
+    pieces: list[list[np.ndarray]] = []
+    made = index = 0
+    while made < rows:
+        pieces.append(model.decoded_piece(seed, index, None))
+        made += model.piece_rows
+        index += 1
+    out: dict[str, Any] = {}
+    for position, name in enumerate(model.columns):
+        values = np.concatenate([p[position] for p in pieces])[:rows]
+        if name in model.discrete_columns:
+            lookup = np.array(model.category_values(name), dtype=object)
+            out[name] = lookup[values]
+        else:
+            out[name] = values
+    return pd.DataFrame(out)

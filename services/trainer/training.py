@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from services.common.calibration import MarginCalibration
 from services.common.codec import columns_for_training, training_view
 from services.common.engine.artifact import load_checkpoint, save_checkpoint, save_model
 from services.common.engine.config import ENGINES, TrainingConfig, engine_defaults
@@ -34,11 +35,11 @@ from services.common.models import (
 )
 from services.common.store import ArtifactStore, request_key, write_json_atomic
 from services.common.support import SupportRules
-from services.common.tables import DatasetRepository
+from services.common.tables import ColumnInfo, DatasetInfo, DatasetRepository
 from services.trainer.autoselect import Selection, Trial, choose_engine
 from services.trainer.engine import EpochStats, TrainingCancelled
 from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
-from services.trainer.synthesizers import train_model
+from services.trainer.synthesizers import calibrate, train_model
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,19 @@ class Trainer:
             ctx.raise_if_stopped()
             raise
         seconds = previous_seconds + time.perf_counter() - train_start
-        self._publish(job, dataset, columns, trained, support, selection, train_idx, holdout_idx, seconds, str(device))
+        calibration = calibrate(trained, table, discrete, int(cfg["seed"]) + 1)
+        self._publish(
+            job,
+            dataset,
+            trained,
+            columns=columns,
+            support=support,
+            calibration=calibration,
+            selection=selection,
+            split=(train_idx, holdout_idx),
+            seconds=seconds,
+            device=str(device),
+        )
         ctx.succeed(job.model_id, seconds)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
 
@@ -225,19 +238,22 @@ class Trainer:
         ctx.event("engine_chosen", engine=selection.winner, reason=selection.reason)
         return selection
 
-    def _publish(  # type: ignore[no-untyped-def]
+    def _publish(
         self,
-        job,
-        dataset,
-        columns,
+        job: JobRecord,
+        dataset: DatasetInfo,
         trained: SynthesisModel,
-        support,
-        selection,
-        train_idx,
-        holdout_idx,
-        seconds,
-        device,
+        *,
+        columns: list[ColumnInfo],
+        support: SupportRules,
+        calibration: MarginCalibration,
+        selection: Selection | None,
+        split: tuple[np.ndarray, np.ndarray],
+        seconds: float,
+        device: str,
     ) -> None:
+        """Store the model with everything the sampler and evaluator need, in one atomic commit."""
+        train_idx, holdout_idx = split
         cfg = job.config
         history = [
             {"epoch": r.epoch, "generator_loss": r.generator_loss, "discriminator_loss": r.discriminator_loss}
@@ -267,7 +283,7 @@ class Trainer:
             selection=selection.to_dict() if selection is not None else None,
         )
         with self._store.staging() as staged:
-            save_model(trained, staged, signing_key=self._signing_key, support=support)
+            save_model(trained, staged, signing_key=self._signing_key, support=support, calibration=calibration)
             np.save(staged / HOLDOUT_FILE, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
             write_json_atomic(staged / METADATA_FILE, info.to_dict())
             self._store.commit(staged, "models", job.model_id)

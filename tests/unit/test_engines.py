@@ -23,9 +23,9 @@ from services.common.errors import DataLoss, InvalidArgument
 from services.common.support import SupportRules
 from services.common.tables import ColumnInfo, ColumnKind
 from services.trainer import tvae
-from services.trainer.autoselect import Selection, choose_engine, synthetic_frame, trial_epochs
+from services.trainer.autoselect import Selection, choose_engine, trial_epochs
 from services.trainer.engine import TrainingCancelled
-from services.trainer.synthesizers import train_model
+from services.trainer.synthesizers import calibrate, synthetic_frame, train_model
 
 ADULT = Path(__file__).resolve().parents[2] / "data" / "adult.csv"
 TINY_TVAE = dict(
@@ -170,10 +170,12 @@ def test_every_engine_round_trips_through_the_artifact(adult, engine: str, tmp_p
     config = TrainingConfig(**{**TINY_TVAE, "synthesizer": engine, "epochs": 1})
     model = train_model(table, discrete, config, device="cpu", threads=1)
     support = SupportRules.fit(table, discrete)
-    save_model(model, tmp_path / "m", support=support)
+    calibration = calibrate(model, table, discrete, seed=2)
+    save_model(model, tmp_path / "m", support=support, calibration=calibration)
     loaded = load_model(tmp_path / "m")
     assert loaded.engine == engine and _same_pieces(model, loaded)
     assert loaded.support is not None and loaded.support.to_state() == support.to_state()
+    assert loaded.calibration.to_state() == calibration.to_state() and "age" in loaded.calibration
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "m").iterdir())
     document = (tmp_path / "m" / "engine.json").read_text()
     (tmp_path / "m" / "engine.json").write_text(document.replace(f'"{engine}"', '"gan9000"', 1))

@@ -10,6 +10,8 @@ A model is a folder::
     copula.json        Gaussian copula: its fitted state (quantiles, categories, correlations)
     support.json       optional: the training columns' value support (``services.common.support``),
                        which the sampler applies to every engine's output
+    calibration.json   optional: the model's and the real columns' quantiles
+                       (``services.common.calibration``), applied before the support
 
 ``engine.json`` names the engine (``"engine"``; absent in models made before
 there were several engines, which are CTGAN).
@@ -48,6 +50,7 @@ from typing import Any
 
 import torch
 
+from services.common.calibration import MarginCalibration
 from services.common.engine._layout import SpanLayout
 from services.common.engine.config import TrainingConfig
 from services.common.engine.copula import GaussianCopula
@@ -67,6 +70,7 @@ DECODER_FILE = "decoder.pt"
 TRANSFORMER_FILE = "transformer.json"
 COPULA_FILE = "copula.json"
 SUPPORT_FILE = "support.json"
+CALIBRATION_FILE = "calibration.json"
 ENGINE_FILE = "engine.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 _ENGINE_FILES = {
@@ -109,6 +113,7 @@ def save_model(
     *,
     signing_key: bytes | None = None,
     support: SupportRules | None = None,
+    calibration: MarginCalibration | None = None,
 ) -> Path:
     """Write ``model`` (any engine) and the training columns' ``support`` into
     ``folder`` (created if needed); returns the folder path."""
@@ -134,6 +139,8 @@ def save_model(
         payloads[TRANSFORMER_FILE] = _json_bytes(model.transformer.to_state())
     if support is not None:
         payloads[SUPPORT_FILE] = _json_bytes(support.to_state())
+    if calibration is not None:
+        payloads[CALIBRATION_FILE] = _json_bytes(calibration.to_state())
     payloads[ENGINE_FILE] = _json_bytes(document)
     return _write_folder(Path(folder), MODEL_FORMAT, payloads, signing_key)
 
@@ -161,9 +168,13 @@ def load_model(
         metadata = ModelMetadata.from_dict(document["metadata"])
         model: SynthesisModel
         support = SupportRules.from_state(json.loads(files[SUPPORT_FILE])) if SUPPORT_FILE in files else None
+        calibration = (
+            MarginCalibration.from_state(json.loads(files[CALIBRATION_FILE])) if CALIBRATION_FILE in files else None
+        )
         if engine == "copula":
             copula = GaussianCopula.from_state(json.loads(files[COPULA_FILE]))
-            copula.config, copula.metadata, copula.support = config, metadata, support
+            copula.config, copula.metadata = config, metadata
+            copula.support, copula.calibration = support, calibration
             return copula
         transformer = FastDataTransformer.from_state(json.loads(files[TRANSFORMER_FILE]))
         layout = SpanLayout.from_output_info(transformer.output_info_list)
@@ -177,7 +188,7 @@ def load_model(
             generator = build_generator(config, layout)
             generator.load_state_dict(_weights(files[GENERATOR_FILE]), strict=True)
             model = TrainedModel(transformer, generator, config, metadata)
-        model.support = support
+        model.support, model.calibration = support, calibration
     except DataLoss:
         raise
     except (ValueError, KeyError, TypeError, RuntimeError, SynthError, json.JSONDecodeError) as exc:

@@ -131,6 +131,8 @@ class GaussianCopula:
         self.metadata: Any = None
         # the training columns' value support (support.SupportRules), set when loaded
         self.support: Any = None
+        # calibration.MarginCalibration of the numeric columns, set when loaded
+        self.calibration: Any = None
 
     # ------------------------------------------------------------------ fit
 

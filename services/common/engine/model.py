@@ -72,6 +72,7 @@ class SynthesisModel(Protocol):
     engine: str
     piece_rows: int
     support: Any  # support.SupportRules of the training columns, or None
+    calibration: Any  # calibration.MarginCalibration of the numeric columns, or None
 
     @property
     def columns(self) -> list[str]: ...
@@ -204,6 +205,8 @@ class TrainedModel:
         self._fused: FusedGenerator | None = None  # built on first use, on the generator's device
         # the training columns' value support (support.SupportRules), set when loaded
         self.support: Any = None
+        # calibration.MarginCalibration of the numeric columns, set when loaded
+        self.calibration: Any = None
 
     # ---- the engine contract (SynthesisModel)
 

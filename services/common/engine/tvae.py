@@ -57,6 +57,8 @@ class TvaeModel:
         self.piece_rows = _PIECE_ROWS
         # the training columns' value support (support.SupportRules), set when loaded
         self.support: Any = None
+        # calibration.MarginCalibration of the numeric columns, set when loaded
+        self.calibration: Any = None
 
     @property
     def columns(self) -> list[str]:
