@@ -356,7 +356,105 @@ class _BatchSampler:
         return out
 
 
-class _Run:
+class EpochLoop:
+    """The epoch loop every trained engine shares: cancel before each step (with a
+    resumable state of that exact step), progress after each epoch, checkpoints,
+    the time budget, and the model's metadata. A subclass sets the attributes
+    named in ``__init__``'s annotations and implements ``_begin_epoch``,
+    ``_step_at``, ``_state`` and ``_model``."""
+
+    config: TrainingConfig
+    device: torch.device
+    seed: int
+    fingerprint: str
+    threads: int
+    discrete: list[str]
+    frame_columns: list[str]
+    n_rows: int
+    steps_per_epoch: int
+    batch_rows: int  # rows one step reads
+    history: list[EpochRecord]
+    training_seconds: float
+    setup_seconds: float
+    start_epoch: int
+    start_step: int
+
+    def _begin_epoch(self, first_step: int) -> None:
+        """Called before an epoch's first step (``first_step`` > 0 for a resumed epoch)."""
+
+    def _step_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; the two losses recorded per epoch."""
+        raise NotImplementedError
+
+    def _state(self, epoch: int, step: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _model(self, metadata: ModelMetadata) -> Any:
+        raise NotImplementedError
+
+    def loop(
+        self,
+        on_epoch: Callable[[EpochStats], None] | None,
+        should_stop: Callable[[], bool] | None,
+        checkpoint: Callable[[dict[str, Any]], None] | None,
+    ) -> Any:
+        config = self.config
+        for epoch in range(self.start_epoch, config.epochs):
+            began = time.perf_counter()
+            first = self.start_step if epoch == self.start_epoch else 0
+            self._begin_epoch(first)
+            losses = (torch.full((), float("nan")), torch.full((), float("nan")))
+            for step in range(first, self.steps_per_epoch):
+                if should_stop is not None and should_stop():
+                    self.training_seconds += time.perf_counter() - began
+                    raise TrainingCancelled(
+                        f"training cancelled at epoch {epoch + 1}, step {step + 1}",
+                        epoch=epoch,
+                        step=step,
+                        state=self._state(epoch, step),
+                    )
+                losses = self._step_at(step)
+            first_loss, second_loss = float(losses[0].item()), float(losses[1].item())
+            seconds = time.perf_counter() - began
+            self.training_seconds += seconds
+            self.history.append(EpochRecord(epoch + 1, first_loss, second_loss, seconds))
+            if on_epoch is not None:
+                done_rows = (self.steps_per_epoch - first) * self.batch_rows
+                on_epoch(
+                    EpochStats(
+                        epoch=epoch + 1,
+                        epochs=config.epochs,
+                        generator_loss=first_loss,
+                        discriminator_loss=second_loss,
+                        seconds=seconds,
+                        rows_per_second=done_rows / seconds if seconds > 0 else 0.0,
+                    )
+                )
+            out_of_time = budget_spent(config, self.training_seconds)
+            last = epoch + 1 == config.epochs or out_of_time
+            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                checkpoint(self._state(epoch + 1, 0))
+            if out_of_time:
+                break
+        return self._model(
+            ModelMetadata(
+                columns=self.frame_columns,
+                discrete_columns=list(self.discrete),
+                n_rows=self.n_rows,
+                data_fingerprint=self.fingerprint,
+                seed=self.seed,
+                epochs_trained=len(self.history),
+                loss_history=list(self.history),
+                training_seconds=self.training_seconds,
+                setup_seconds=self.setup_seconds,
+                device=str(self.device),
+                threads=self.threads,
+                library_versions=library_versions(),
+            )
+        )
+
+
+class _Run(EpochLoop):
     """One call of ``train``: setup, then the loop."""
 
     def __init__(
@@ -401,6 +499,7 @@ class _Run:
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(_derive(seed, "sampler"))
         self.steps_per_epoch = max(self.n_rows // config.batch_size, 1)
+        self.batch_rows = config.batch_size
         self.history: list[EpochRecord] = []
         self.training_seconds = 0.0
         self.start_epoch = 0
@@ -470,68 +569,12 @@ class _Run:
 
     # --------------------------------------------------------------- loop
 
-    def loop(
-        self,
-        on_epoch: Callable[[EpochStats], None] | None,
-        should_stop: Callable[[], bool] | None,
-        checkpoint: Callable[[dict[str, Any]], None] | None,
-    ) -> TrainedModel:
-        config = self.config
-        for epoch in range(self.start_epoch, config.epochs):
-            began = time.perf_counter()
-            first = self.start_step if epoch == self.start_epoch else 0
-            loss_d = loss_g = torch.full((), float("nan"))
-            for step in range(first, self.steps_per_epoch):
-                if should_stop is not None and should_stop():
-                    self.training_seconds += time.perf_counter() - began
-                    raise TrainingCancelled(
-                        f"training cancelled at epoch {epoch + 1}, step {step + 1}",
-                        epoch=epoch,
-                        step=step,
-                        state=self._state(epoch, step),
-                    )
-                loss_d, loss_g = self._step()
-            generator_loss = float(loss_g.item())
-            discriminator_loss = float(loss_d.item())
-            seconds = time.perf_counter() - began
-            self.training_seconds += seconds
-            self.history.append(EpochRecord(epoch + 1, generator_loss, discriminator_loss, seconds))
-            if on_epoch is not None:
-                done_rows = (self.steps_per_epoch - first) * config.batch_size
-                on_epoch(
-                    EpochStats(
-                        epoch=epoch + 1,
-                        epochs=config.epochs,
-                        generator_loss=generator_loss,
-                        discriminator_loss=discriminator_loss,
-                        seconds=seconds,
-                        rows_per_second=done_rows / seconds if seconds > 0 else 0.0,
-                    )
-                )
-            out_of_time = budget_spent(config, self.training_seconds)
-            last = epoch + 1 == config.epochs or out_of_time
-            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-                checkpoint(self._state(epoch + 1, 0))
-            if out_of_time:
-                break
-        return self._model()
-
-    def _model(self) -> TrainedModel:
-        metadata = ModelMetadata(
-            columns=self.frame_columns,
-            discrete_columns=list(self.discrete),
-            n_rows=self.n_rows,
-            data_fingerprint=self.fingerprint,
-            seed=self.seed,
-            epochs_trained=len(self.history),
-            loss_history=list(self.history),
-            training_seconds=self.training_seconds,
-            setup_seconds=self.setup_seconds,
-            device=str(self.device),
-            threads=self.threads,
-            library_versions=library_versions(),
-        )
+    def _model(self, metadata: ModelMetadata) -> TrainedModel:
         return TrainedModel(self.transformer, self.generator, self.config, metadata)
+
+    def _step_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_d, loss_g = self._step()
+        return loss_g, loss_d
 
     # --------------------------------------------------------------- step
 

@@ -30,20 +30,19 @@ from torch.nn import functional
 
 from services.common.engine._layout import SpanLayout, SpanOps
 from services.common.engine.config import TrainingConfig
-from services.common.engine.model import EpochRecord, ModelMetadata, library_versions
+from services.common.engine.model import EpochRecord, ModelMetadata
 from services.common.engine.transformer import FastDataTransformer
 from services.common.engine.tvae import TvaeModel, build_decoder
 from services.common.errors import FailedPrecondition
 from services.trainer.engine import (
+    EpochLoop,
     EpochStats,
-    TrainingCancelled,
     _BatchSampler,
     _check_discrete_columns,
     _check_resume,
     _derive,
     _to_cpu,
     _torch_threads,
-    budget_spent,
     data_fingerprint,
     default_threads,
     resolve_device,
@@ -83,7 +82,7 @@ def train(
         return run.loop(on_epoch, should_stop, checkpoint)
 
 
-class _TvaeRun:
+class _TvaeRun(EpochLoop):
     def __init__(
         self,
         frame: pd.DataFrame,
@@ -121,8 +120,8 @@ class _TvaeRun:
         )
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(_derive(seed, "sampler"))
-        self.batch = min(config.batch_size, self.n_rows)
-        self.steps_per_epoch = max(self.n_rows // self.batch, 1)
+        self.batch_rows = min(config.batch_size, self.n_rows)
+        self.steps_per_epoch = max(self.n_rows // self.batch_rows, 1)
         self.order = torch.randperm(self.n_rows, generator=self.rng, device=device)
         self.history: list[EpochRecord] = []
         self.training_seconds = 0.0
@@ -174,66 +173,15 @@ class _TvaeRun:
             "training_seconds": self.training_seconds,
         }
 
-    def loop(
-        self,
-        on_epoch: Callable[[EpochStats], None] | None,
-        should_stop: Callable[[], bool] | None,
-        checkpoint: Callable[[dict[str, Any]], None] | None,
-    ) -> TvaeModel:
-        config = self.config
-        for epoch in range(self.start_epoch, config.epochs):
-            began = time.perf_counter()
-            first = self.start_step if epoch == self.start_epoch else 0
-            if first == 0:  # a fresh shuffle per epoch (a resumed epoch keeps its own)
-                self.order = torch.randperm(self.n_rows, generator=self.rng, device=self.device)
-            reconstruction = kl = torch.full((), float("nan"))
-            for step in range(first, self.steps_per_epoch):
-                if should_stop is not None and should_stop():
-                    self.training_seconds += time.perf_counter() - began
-                    raise TrainingCancelled(
-                        f"training cancelled at epoch {epoch + 1}, step {step + 1}",
-                        epoch=epoch,
-                        step=step,
-                        state=self._state(epoch, step),
-                    )
-                reconstruction, kl = self._step(self.order[step * self.batch : (step + 1) * self.batch])
-            seconds = time.perf_counter() - began
-            self.training_seconds += seconds
-            # the history's two losses: reconstruction (in the generator's slot) and KL
-            record = EpochRecord(epoch + 1, float(reconstruction.item()), float(kl.item()), seconds)
-            self.history.append(record)
-            if on_epoch is not None:
-                rows = (self.steps_per_epoch - first) * self.batch
-                on_epoch(
-                    EpochStats(
-                        epoch + 1,
-                        config.epochs,
-                        record.generator_loss,
-                        record.discriminator_loss,
-                        seconds,
-                        rows / seconds if seconds > 0 else 0.0,
-                    )
-                )
-            out_of_time = budget_spent(config, self.training_seconds)
-            last = epoch + 1 == config.epochs or out_of_time
-            if checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-                checkpoint(self._state(epoch + 1, 0))
-            if out_of_time:
-                break
-        metadata = ModelMetadata(
-            columns=self.frame_columns,
-            discrete_columns=list(self.discrete),
-            n_rows=self.n_rows,
-            data_fingerprint=self.fingerprint,
-            seed=self.seed,
-            epochs_trained=len(self.history),
-            loss_history=list(self.history),
-            training_seconds=self.training_seconds,
-            setup_seconds=self.setup_seconds,
-            device=str(self.device),
-            threads=self.threads,
-            library_versions=library_versions(),
-        )
+    def _begin_epoch(self, first_step: int) -> None:
+        if first_step == 0:  # a fresh shuffle per epoch (a resumed epoch keeps its own)
+            self.order = torch.randperm(self.n_rows, generator=self.rng, device=self.device)
+
+    def _step_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # the history's two losses: reconstruction (in the generator's slot) and KL
+        return self._step(self.order[step * self.batch_rows : (step + 1) * self.batch_rows])
+
+    def _model(self, metadata: ModelMetadata) -> TvaeModel:
         return TvaeModel(self.transformer, self.decoder, self.config, metadata)
 
     def _step(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

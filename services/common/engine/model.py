@@ -175,7 +175,24 @@ def piece_seed(seed: int, piece: int) -> int:
     return int.from_bytes(digest, "little") & _MAX_SEED
 
 
-class TrainedModel:
+class TransformerColumns:
+    """The contract's column answers for engines over a ``FastDataTransformer`` (CTGAN, TVAE)."""
+
+    transformer: FastDataTransformer
+
+    @property
+    def columns(self) -> list[str]:
+        return self.transformer.columns
+
+    @property
+    def discrete_columns(self) -> list[str]:
+        return self.transformer.discrete_columns
+
+    def category_values(self, column: str) -> list[Any]:
+        return self.transformer.category_values(column)
+
+
+class TrainedModel(TransformerColumns):
     """A trained CTGAN: transformer + generator + config + metadata."""
 
     engine = "ctgan"
@@ -208,18 +225,7 @@ class TrainedModel:
         # calibration.MarginCalibration of the numeric columns, set when loaded
         self.calibration: Any = None
 
-    # ---- the engine contract (SynthesisModel)
-
-    @property
-    def columns(self) -> list[str]:
-        return self.transformer.columns
-
-    @property
-    def discrete_columns(self) -> list[str]:
-        return self.transformer.discrete_columns
-
-    def category_values(self, column: str) -> list[Any]:
-        return self.transformer.category_values(column)
+    # ---- the engine contract (SynthesisModel; columns from TransformerColumns)
 
     def decoded_piece(self, seed: int, piece: int, fixed: int | None) -> list[np.ndarray]:
         return self.transformer.decode_codes(*self.piece(seed, piece, fixed))

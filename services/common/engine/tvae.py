@@ -25,7 +25,7 @@ from ctgan.synthesizers.tvae import Decoder
 
 from services.common.engine._layout import SpanLayout, SpanOps
 from services.common.engine.config import TrainingConfig
-from services.common.engine.model import Condition, ModelMetadata, module_bytes, piece_seed
+from services.common.engine.model import Condition, ModelMetadata, TransformerColumns, module_bytes, piece_seed
 from services.common.engine.transformer import FastDataTransformer
 
 _PIECE_ROWS = 5_000
@@ -36,7 +36,7 @@ def build_decoder(config: TrainingConfig, layout: SpanLayout) -> Decoder:
     return Decoder(config.embedding_dim, tuple(config.generator_dim), layout.data_dim)
 
 
-class TvaeModel:
+class TvaeModel(TransformerColumns):
     """transformer + decoder + config + metadata; the ``SynthesisModel`` contract."""
 
     engine = "tvae"
@@ -59,17 +59,6 @@ class TvaeModel:
         self.support: Any = None
         # calibration.MarginCalibration of the numeric columns, set when loaded
         self.calibration: Any = None
-
-    @property
-    def columns(self) -> list[str]:
-        return self.transformer.columns
-
-    @property
-    def discrete_columns(self) -> list[str]:
-        return self.transformer.discrete_columns
-
-    def category_values(self, column: str) -> list[Any]:
-        return self.transformer.category_values(column)
 
     def condition_position(self, condition: Condition | None) -> int | None:
         if condition is not None:  # an unknown column or value is an InvalidArgument
