@@ -196,7 +196,8 @@ def test_queue_full_is_resource_exhausted(channel, dataset_id) -> None:  # type:
 
 
 @pytest.mark.slow
-def test_killed_trainer_resumes_its_job_from_the_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["ctgan", "tvae"])
+def test_killed_trainer_resumes_its_job_from_the_checkpoint(tmp_path: Path, engine: str) -> None:
     store = tmp_path / "store"
     port = free_port()
     env = {
@@ -225,7 +226,9 @@ def test_killed_trainer_resumes_its_job_from_the_checkpoint(tmp_path: Path) -> N
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             dataset = upload_bytes(ch, adult_slice(1500))
-            job = start(ch, dataset.id, epochs=12, seed=8, checkpoint_every_epochs=2, **SMALL)
+            job = start(
+                ch, dataset.id, epochs=12, seed=8, checkpoint_every_epochs=2, **{**SMALL, "synthesizer": engine}
+            )
             seen = []
             for event in watch(ch, job.id):
                 seen.append(event)
@@ -246,7 +249,7 @@ def test_killed_trainer_resumes_its_job_from_the_checkpoint(tmp_path: Path) -> N
                 .GetModel(models_pb2.GetModelRequest(model_id=rest[-1].succeeded.model_id))
                 .model
             )
-            assert [h.epoch for h in model.loss_history] == list(range(1, 13))
+            assert [h.epoch for h in model.loss_history] == list(range(1, 13)) and model.engine == engine
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
