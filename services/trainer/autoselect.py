@@ -49,8 +49,9 @@ BAKE_OFF_SHARE = 0.3  # of the job's time budget: the most one candidate may tak
 MIN_TRIAL_SECONDS = 20.0
 DEFAULT_TRIAL_SECONDS = 60.0  # the cap per candidate when the job has no time budget
 _TREES = 50
-# a near tie goes to the engine listed first (fastest, simplest)
+# a near tie goes to the fastest engine to train and sample
 _TIE = 0.005
+_FASTEST_FIRST = ("copula", "tvae", "ctgan")
 
 
 @dataclass
@@ -138,7 +139,8 @@ def choose_engine(
         if on_trial is not None:
             on_trial(trial)
     best = max(t.score for t in trials)
-    winner = next(t for t in trials if t.score >= best - _TIE)
+    near = [t for t in trials if t.score >= best - _TIE]
+    winner = min(near, key=lambda t: _FASTEST_FIRST.index(t.engine) if t.engine in _FASTEST_FIRST else len(near))
     return Selection(
         winner=winner.engine,
         reason=_reason(winner, trials, target),
@@ -153,7 +155,7 @@ def _reason(winner: Trial, trials: list[Trial], target: str) -> str:
     others = [t for t in trials if t is not winner]
     parts = ", ".join(f"{t.engine} {t.score:.3f}" for t in others)
     tie = any(t.score > winner.score for t in others)
-    because = "the simplest within 0.005 of the best score" if tie else "the best score"
+    because = "the fastest within 0.005 of the best score" if tie else "the best score"
     return f"{winner.engine} scored {winner.score:.3f} on {measure} ({because}; {parts})."
 
 
