@@ -8,6 +8,7 @@ import grpc
 from synth.v1 import common_pb2, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
 from services.common.convert import schema_to_proto, timestamp
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.models import ModelInfo, ModelRegistry
 from services.common.tables import ColumnInfo
 from services.trainer.jobs import JobRecord
@@ -58,7 +59,11 @@ def config_from_proto(msg: training_pb2.TrainingConfig) -> dict[str, Any]:
     for name in ("synthesizer", "time_budget_seconds", "preset"):
         if getattr(msg, name):
             out[name] = getattr(msg, name)
-    out["device"] = _DEVICES.get(msg.device, "auto")
+    if msg.device not in _DEVICES:  # an enum value this build does not know: never a silent default
+        raise InvalidArgument(
+            f"unknown device {msg.device}", violations=[FieldViolation("config.device", f"unknown value {msg.device}")]
+        )
+    out["device"] = _DEVICES[msg.device]
     return out
 
 

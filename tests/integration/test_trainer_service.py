@@ -168,10 +168,13 @@ def test_same_seed_same_model_and_different_seed_differs(channel, dataset_id, tr
         (None, {"discrete_columns": ["nope"]}, "INVALID_ARGUMENT", "'nope'"),
         (None, {"holdout_fraction": 0.95}, "INVALID_ARGUMENT", "holdout_fraction"),
         (None, {"device": 3}, "FAILED_PRECONDITION", "GPU"),
+        (None, {"device": 42}, "INVALID_ARGUMENT", "unknown device 42"),
+        (None, {"epochs": 2**31 - 1}, "INVALID_ARGUMENT", "at most 100000"),
+        (None, {"generator_dims": [100_000]}, "INVALID_ARGUMENT", "generator_dim must be at most"),
     ],
 )
 def test_bad_training_requests(channel, dataset_id, dataset, config, code, mentions) -> None:  # type: ignore[no-untyped-def]
-    if config.get("device") and torch.cuda.is_available():
+    if config.get("device") == 3 and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(grpc.RpcError) as err:
         start(channel, dataset or dataset_id, **config)

@@ -14,7 +14,7 @@ import pytest
 
 from services.common.codec import OutputTyper
 from services.common.tables import DATETIME_FORMATS, ColumnInfo, ColumnKind
-from services.sampler.conditions import Compare, Equals, InSet, Range, compile_conditions
+from services.sampler.conditions import MAX_CONDITIONS, Compare, Equals, InSet, Range, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder, datetime_format_for_arrow
 from services.sampler.sampling import hopeless
 
@@ -123,6 +123,15 @@ def test_column_comparisons_that_cannot_work_are_refused(condition, field, says)
         compile_conditions([condition], columns)
     (violation,) = caught.value.violations
     assert violation.field == field and says in violation.description
+
+
+def test_too_many_conditions_are_refused_before_any_work() -> None:
+    from services.common.errors import InvalidArgument
+
+    assert compile_conditions([Range("age", minimum="18")] * MAX_CONDITIONS, COLUMNS)
+    with pytest.raises(InvalidArgument) as caught:
+        compile_conditions([Range("age", minimum="18")] * 100_000, COLUMNS)
+    assert [v.field for v in caught.value.violations] == ["conditions"]
 
 
 def test_csv_is_what_pythons_csv_module_writes(typer: OutputTyper) -> None:
