@@ -216,6 +216,6 @@ def test_auto_choice_is_recorded_and_reproducible(adult) -> None:  # type: ignor
 
 
 def test_trial_epochs_give_a_fixed_number_of_steps() -> None:
-    assert trial_epochs(3000, 500, 300) == 67  # 6 steps per epoch, 400 steps
-    assert trial_epochs(3000, 500, 5) == 5  # never more than the job asks
-    assert trial_epochs(50, 500, 300) == 300  # one step per epoch
+    assert trial_epochs(3000, 500, 300, 400) == 67  # 6 steps per epoch, 400 steps
+    assert trial_epochs(3000, 500, 5, 400) == 5  # never more than the job asks
+    assert trial_epochs(50, 500, 300, 400) == 300  # one step per epoch
