@@ -11,11 +11,17 @@ It adds, around a service's own servicers:
 - optional TLS or mutual TLS on the gRPC port (``tls_*`` settings), and an
   optional plaintext port serving only health (``health_port``) for Kubernetes
   probes, which cannot present a client certificate;
-- message-size limits and graceful shutdown (SIGTERM drains in-flight calls).
+- message-size limits and graceful shutdown (SIGTERM drains in-flight calls);
+- a bound on open streams (``stream_slots``): a streaming call holds a worker
+  thread for its whole life, so without one, as many idle watch streams as
+  there are threads would leave none for unary calls and health checks. Past
+  the bound a new stream is refused at once with RESOURCE_EXHAUSTED
+  (``TOO_MANY_STREAMS``, retry after a second); unary calls always find a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -35,7 +41,7 @@ from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from services.common import tls
-from services.common.errors import SynthError
+from services.common.errors import ResourceExhausted, SynthError
 from services.common.logs import log_context
 from services.common.settings import ServerSettings
 
@@ -99,9 +105,17 @@ def error_to_status(err: SynthError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def stream_slots(max_workers: int) -> int:
+    """Streams a server with ``max_workers`` threads takes at once: a quarter of
+    the threads (at least 2) stay free for unary calls."""
+    return max(1, max_workers - max(2, max_workers // 4))
+
+
 class _Interceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: GrpcServerMetrics) -> None:
+    def __init__(self, metrics: GrpcServerMetrics, slots: int) -> None:
         self._metrics = metrics
+        self._slots = threading.BoundedSemaphore(slots)
+        self._slot_count = slots
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -113,7 +127,7 @@ class _Interceptor(grpc.ServerInterceptor):
         request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16])
         kind = _rpc_type(handler)
         labels = (kind, service, method)
-        observe = _CallObserver(self._metrics, labels, method, request_id)
+        observe = _CallObserver(self._metrics, labels, method, request_id, self._slots, self._slot_count)
 
         if handler.unary_unary:
             inner_uu = handler.unary_unary
@@ -125,7 +139,7 @@ class _Interceptor(grpc.ServerInterceptor):
         if handler.stream_unary:
             inner_su = handler.stream_unary
             return grpc.stream_unary_rpc_method_handler(
-                lambda it, ctx: observe.unary(lambda: inner_su(observe.count_in(it), ctx), ctx),
+                lambda it, ctx: observe.unary(lambda: inner_su(observe.count_in(it), ctx), ctx, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -147,11 +161,34 @@ class _Interceptor(grpc.ServerInterceptor):
 class _CallObserver:
     """Wraps one RPC: log context, metrics, and error → status translation."""
 
-    def __init__(self, metrics: GrpcServerMetrics, labels: tuple[str, str, str], method: str, request_id: str):
+    def __init__(
+        self,
+        metrics: GrpcServerMetrics,
+        labels: tuple[str, str, str],
+        method: str,
+        request_id: str,
+        slots: threading.BoundedSemaphore,
+        slot_count: int,
+    ):
         self.m = metrics
         self.labels = labels
         self.method = method
         self.request_id = request_id
+        self._slots = slots
+        self._slot_count = slot_count
+
+    @contextlib.contextmanager
+    def _stream_slot(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"this server has {self._slot_count} streams open, its limit; retry in a second",
+                reason="TOO_MANY_STREAMS",
+                metadata={"retry_after_seconds": "1"},
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def count_in(self, iterator: Iterator[Any]) -> Iterator[Any]:
         received = self.m.msg_received.labels(*self.labels)
@@ -159,10 +196,14 @@ class _CallObserver:
             received.inc()
             yield item
 
-    def unary(self, call: Callable[[], Any], context: grpc.ServicerContext) -> Any:
+    def unary(self, call: Callable[[], Any], context: grpc.ServicerContext, *, streaming: bool = False) -> Any:
+        """``streaming``: a client stream, which holds a thread as long as it sends, takes a slot."""
         start = self._start(context)
         with log_context(rpc=self.method, request_id=self.request_id):
             try:
+                if streaming:
+                    with self._stream_slot():
+                        return call()
                 return call()
             except Exception as exc:  # noqa: BLE001 - every error is translated here
                 self._fail(exc, context)
@@ -175,9 +216,10 @@ class _CallObserver:
         code = "OK"
         with log_context(rpc=self.method, request_id=self.request_id):
             try:
-                for item in call():
-                    sent.inc()
-                    yield item
+                with self._stream_slot():
+                    for item in call():
+                        sent.inc()
+                        yield item
             except GeneratorExit:
                 # The client went away (cancel, deadline) while we were yielding.
                 code = "CANCELLED"
@@ -276,7 +318,7 @@ class SynthServer:
         limit = settings.max_message_bytes
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=service_name),
-            interceptors=[_Interceptor(GrpcServerMetrics(self.registry))],
+            interceptors=[_Interceptor(GrpcServerMetrics(self.registry), stream_slots(settings.max_workers))],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
