@@ -76,7 +76,7 @@ class ModelRegistry:
         try:
             info = ModelInfo.from_dict(read_json(folder / METADATA_FILE))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataLoss(f"model {model_id}: metadata is unreadable ({err})", reason="MODEL_CORRUPT") from None
+            raise DataLoss(f"model {model_id}: metadata is unreadable ({_why(err)})", reason="MODEL_CORRUPT") from None
         info.size_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         return info
 
@@ -85,7 +85,8 @@ class ModelRegistry:
         try:
             indices = np.load(self.folder(model_id) / HOLDOUT_FILE, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise DataLoss(f"model {model_id}: holdout indices unreadable ({err})", reason="MODEL_CORRUPT") from None
+            why = _why(err)
+            raise DataLoss(f"model {model_id}: holdout indices unreadable ({why})", reason="MODEL_CORRUPT") from None
         if fingerprint_indices(indices) != info.holdout.indices_fingerprint:
             raise DataLoss(f"model {model_id}: holdout indices do not match their fingerprint", reason="MODEL_CORRUPT")
         return indices
@@ -96,3 +97,10 @@ class ModelRegistry:
 
     def delete(self, model_id: str) -> None:
         self._store.delete("models", model_id)
+
+
+def _why(err: Exception) -> str:
+    """What went wrong, without the store's paths (an OSError's text names the file)."""
+    if isinstance(err, OSError):
+        return err.strerror or type(err).__name__
+    return f"{type(err).__name__}: {err}"

@@ -179,8 +179,9 @@ def test_every_engine_round_trips_through_the_artifact(adult, engine: str, tmp_p
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "m").iterdir())
     document = (tmp_path / "m" / "engine.json").read_text()
     (tmp_path / "m" / "engine.json").write_text(document.replace(f'"{engine}"', '"gan9000"', 1))
-    with pytest.raises(DataLoss):
+    with pytest.raises(DataLoss) as damaged:
         load_model(tmp_path / "m")
+    assert "engine.json" in str(damaged.value) and str(tmp_path) not in str(damaged.value)  # no store paths
 
 
 def test_config_bounds_and_engine_names() -> None:

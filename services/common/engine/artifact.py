@@ -163,7 +163,7 @@ def load_model(
             raise ValueError(f"engine.json names an unknown engine {engine!r}")
         missing = [name for name in _ENGINE_FILES[engine] if name not in files]
         if missing:
-            raise DataLoss(f"model artifact {path}: {MANIFEST} does not list {', '.join(missing)}")
+            raise DataLoss(f"model artifact {path.name}: {MANIFEST} does not list {', '.join(missing)}")
         config = TrainingConfig.from_dict(document["config"]).validate()
         metadata = ModelMetadata.from_dict(document["metadata"])
         model: SynthesisModel
@@ -192,7 +192,7 @@ def load_model(
     except DataLoss:
         raise
     except (ValueError, KeyError, TypeError, RuntimeError, SynthError, json.JSONDecodeError) as exc:
-        raise DataLoss(f"model artifact {path}: verified files are inconsistent: {exc}") from None
+        raise DataLoss(f"model artifact {path.name}: verified files are inconsistent: {exc}") from None
     return model.to(resolve_device(device))  # type: ignore[no-any-return]
 
 
@@ -215,9 +215,9 @@ def load_checkpoint(folder: str | os.PathLike[str], *, signing_key: bytes | None
     try:
         state = torch.load(io.BytesIO(files[CHECKPOINT_FILE]), map_location="cpu", weights_only=True)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise DataLoss(f"checkpoint {path}: {CHECKPOINT_FILE} cannot be read: {exc}") from None
+        raise DataLoss(f"checkpoint {path.name}: {CHECKPOINT_FILE} cannot be read: {exc}") from None
     if not isinstance(state, dict):
-        raise DataLoss(f"checkpoint {path}: {CHECKPOINT_FILE} does not hold a checkpoint state")
+        raise DataLoss(f"checkpoint {path.name}: {CHECKPOINT_FILE} does not hold a checkpoint state")
     return state
 
 
@@ -272,7 +272,7 @@ def _write_folder(folder: Path, kind: str, payloads: dict[str, bytes], signing_k
 
 def _read_folder(folder: Path, kind: str, required: tuple[str, ...], signing_key: bytes | None) -> dict[str, bytes]:
     """Read and verify every file the manifest lists; return their bytes."""
-    where = f"artifact {folder}"
+    where = f"artifact {folder.name}"  # the item's name, never the store's path
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise DataLoss(f"{where}: {MANIFEST} is missing (incomplete or not an artifact folder)")
