@@ -37,6 +37,7 @@ HTTP_STATUS: dict[str, int] = {
 # ErrorInfo reasons whose HTTP status is more precise than their code's.
 HTTP_STATUS_BY_REASON: dict[str, int] = {
     "UPLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
     # HTTP-only: a path that exists, with another method.
     "METHOD_NOT_ALLOWED": 405,
 }

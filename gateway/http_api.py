@@ -112,6 +112,7 @@ class HttpApi:
         self.keys = keys
         self.metrics = _HttpMetrics(registry)
         self.openapi = openapi_document()
+        self.loopback = _is_loopback(settings.host)
         api = self
 
         class Handler(_Handler):
@@ -229,7 +230,29 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
 
+    def _check_front_door(self) -> None:
+        """Refuse what a web page on another site could make a browser send: a
+        loopback gateway answers only to loopback host names (DNS rebinding
+        points another name at 127.0.0.1), and a request that changes something
+        must come from this gateway's own page when a browser says where it
+        comes from (Origin)."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        if self.gateway.loopback and not _is_loopback(_host_name(host)):
+            raise HttpError(
+                "PERMISSION_DENIED",
+                f"this gateway listens on a loopback address and answers only to localhost, not to Host {host!r}",
+                reason="HOST_NOT_ALLOWED",
+            )
+        origin = (self.headers.get("Origin") or "").strip().lower()
+        if origin and self.command not in ("GET", "HEAD") and urllib.parse.urlsplit(origin).netloc != host:
+            raise HttpError(
+                "PERMISSION_DENIED",
+                f"a request from another site (Origin {origin!r}) may not change anything here",
+                reason="CROSS_ORIGIN",
+            )
+
     def _serve(self, path: str) -> None:
+        self._check_front_door()
         if self.command in ("GET", "HEAD"):
             if path in _PAGES:
                 self._route_label = path
@@ -361,6 +384,14 @@ class _Handler(BaseHTTPRequestHandler):
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         if not length and not chunked:
             return {}
+        media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and length != "0":
+            # text/plain and form bodies are what a cross-site form can send without asking
+            raise HttpError(
+                "INVALID_ARGUMENT",
+                "a JSON body must be sent with Content-Type: application/json",
+                reason="UNSUPPORTED_MEDIA_TYPE",
+            )
         reader = _BodyReader(self.rfile, int(length) if length else None, chunked, _MAX_JSON_BODY)
         if reader.declared_too_large:
             raise HttpError("RESOURCE_EXHAUSTED", f"JSON bodies are limited to {_MAX_JSON_BODY} bytes")
@@ -685,6 +716,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---- helpers ----------------------------------------------------------------------
+def _is_loopback(name: str) -> bool:
+    name = name.strip().lower()
+    return name in ("localhost", "::1") or name.startswith("127.")
+
+
+def _host_name(host: str) -> str:
+    """``example.com:8080`` -> ``example.com``; ``[::1]:8080`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _interrupted() -> HttpError:
     return HttpError("CANCELLED", "the upload was interrupted before the end of the body; nothing was stored")
 
