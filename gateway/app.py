@@ -5,6 +5,8 @@ Used by ``__main__`` and by tests (which start it on 127.0.0.1:0)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry
 
 from gateway.auth import KeyStore, check_bind
@@ -31,8 +33,10 @@ class Gateway:
             registry=registry,
             generic_handlers=[PassThrough(self.backends, self.keys, settings)],
             service_names=SERVICE_NAMES,
-            on_shutdown=[self.backends.close],
+            # after the drain: in-flight calls and HTTP streams still use the channels
+            after_drain=[self._wait_for_http, self.backends.close],
         )
+        self._http_deadline = 0.0
         try:
             self.http = HttpApi(settings, self.backends, self.keys, self.grpc.registry)
         except OSError:
@@ -61,9 +65,15 @@ class Gateway:
         self.grpc.set_serving()
 
     def stop(self, grace: float | None = None) -> None:
-        # HTTP first: its streams are gRPC calls through the channels we close last.
+        """Take no new connections, let gRPC calls and HTTP requests in flight finish
+        within the grace period, then close the backend channels they use."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self._http_deadline = time.monotonic() + grace
         self.http.stop()
         self.grpc.stop(grace)
+
+    def _wait_for_http(self) -> None:
+        self.http.wait_idle(max(0.0, self._http_deadline - time.monotonic()))
 
 
 def build_gateway(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> Gateway:

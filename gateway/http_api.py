@@ -118,6 +118,8 @@ class HttpApi:
         class Handler(_Handler):
             gateway = api
 
+        self._active = 0  # requests being answered, for the drain
+        self._idle = threading.Condition()
         self._server = ThreadingHTTPServer((settings.host, settings.http_port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -137,8 +139,23 @@ class HttpApi:
         return self
 
     def stop(self) -> None:
+        """Take no new connections (requests in flight go on: see ``wait_idle``)."""
         self._server.shutdown()
         self._server.server_close()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being answered (a download, an event stream), at most ``timeout`` s."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
+
+    def _request_started(self) -> None:
+        with self._idle:
+            self._active += 1
+
+    def _request_ended(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
 
 
 class _ClientGone(Exception):
@@ -176,6 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self.gateway._request_started()
+        try:
+            self._answer()
+        finally:
+            self.gateway._request_ended()
+
+    def _answer(self) -> None:
         started = time.perf_counter()
         self._status = 0
         self._route_label = "other"

@@ -304,6 +304,7 @@ class SynthServer:
         bindings: Sequence[ServiceBinding],
         registry: CollectorRegistry | None = None,
         on_shutdown: Sequence[Callable[[], None]] = (),
+        after_drain: Sequence[Callable[[], None]] = (),
         generic_handlers: Sequence[grpc.GenericRpcHandler] = (),
         service_names: Sequence[str] = (),
     ) -> None:
@@ -314,6 +315,7 @@ class SynthServer:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self._on_shutdown = list(on_shutdown)
+        self._after_drain = list(after_drain)
         self._bindings = list(bindings)
         limit = settings.max_message_bytes
         self.server = grpc.server(
@@ -405,8 +407,10 @@ class SynthServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop taking calls, let in-flight ones finish for ``grace`` seconds,
-        run shutdown hooks (e.g. the trainer's checkpoint), then close."""
+        """Stop taking calls, run the shutdown hooks (e.g. the trainer's checkpoint,
+        which also ends its watch streams), let in-flight calls finish for
+        ``grace`` seconds, then run the ``after_drain`` hooks (e.g. the gateway
+        closing its backend channels, which its in-flight calls still use) and close."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -419,6 +423,11 @@ class SynthServer:
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 log.exception("shutdown hook failed")
         done.wait(grace + 5)
+        for hook in self._after_drain:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001
+                log.exception("after-drain hook failed")
         if self._health_server is not None:
             # Last: probes saw NOT_SERVING for the whole drain.
             self._health_server.stop(0)
