@@ -44,6 +44,8 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
             max_chunk_rows=settings.max_chunk_rows,
             budget_factor=settings.condition_budget_factor,
             budget_floor=settings.condition_budget_floor,
+            max_concurrent=settings.max_concurrent_samples,
+            queue_seconds=settings.queue_seconds,
         ),
         on_generated=generated.inc,
         workers=workers,

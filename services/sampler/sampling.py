@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +34,7 @@ import pyarrow as pa
 from services.common.codec import OutputTyper
 from services.common.engine.model import Condition as EngineCondition
 from services.common.engine.model import SynthesisModel
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, ResourceExhausted
+from services.common.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument, ResourceExhausted
 from services.common.tables import ColumnInfo
 from services.sampler.conditions import CompiledConditions, Condition, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder
@@ -85,6 +86,9 @@ class SamplingLimits:
     max_chunk_rows: int = 200_000
     budget_factor: int = 100
     budget_floor: int = 200_000
+    # requests generating at once, and how long one waits for its turn
+    max_concurrent: int = 6
+    queue_seconds: float = 30.0
 
 
 class RowSampler:
@@ -99,6 +103,9 @@ class RowSampler:
         self._workers = max(1, workers)
         self._limits = limits
         self._on_generated = on_generated or (lambda _rows: None)
+        # Admission: memory grows with the requests generating at once, so only
+        # max_concurrent do; the others wait their turn (without memory), then give up.
+        self._turns = threading.BoundedSemaphore(limits.max_concurrent)
 
     def stream(self, request: SampleRequest, is_active: Callable[[], bool]) -> Iterator[Header | Chunk | Summary]:
         """Header, chunks, summary. Validation happens before the first message."""
@@ -165,8 +172,38 @@ class RowSampler:
         steer: int | None,
         is_active: Callable[[], bool],
     ) -> Iterator[pa.RecordBatch | dict[str, int]]:
-        """A generator: first ``send(None)`` runs the pilot and returns the live
-        stats dict; then it yields accepted typed rows until ``n`` are out."""
+        """A generator: first ``send(None)`` waits for a turn, runs the pilot and
+        returns the live stats dict; then it yields accepted typed rows until
+        ``n`` are out. The turn is given back when it ends, however it ends."""
+        self._wait_for_turn(is_active)
+        try:
+            yield from self._generate(model, typer, n, seed, conditions, steer, is_active)
+        finally:
+            self._turns.release()
+
+    def _wait_for_turn(self, is_active: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self._limits.queue_seconds
+        while not self._turns.acquire(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+            if not is_active():
+                raise Cancelled("the client left while waiting for a turn", reason="CLIENT_LEFT")
+            if time.monotonic() >= deadline:
+                raise ResourceExhausted(
+                    f"this sampler is generating {self._limits.max_concurrent} requests, its limit, and none ended "
+                    f"within {self._limits.queue_seconds:.0f} s; retry in a few seconds or use another replica",
+                    reason="SAMPLER_BUSY",
+                    metadata={"retry_after_seconds": "5"},
+                )
+
+    def _generate(
+        self,
+        model: SynthesisModel,
+        typer: OutputTyper,
+        n: int,
+        seed: int,
+        conditions: CompiledConditions,
+        steer: int | None,
+        is_active: Callable[[], bool],
+    ) -> Iterator[pa.RecordBatch | dict[str, int]]:
         stats = {"generated": 0, "accepted": 0}
         budget = n if not conditions else n * self._limits.budget_factor + self._limits.budget_floor
         piece_rows = model.piece_rows
