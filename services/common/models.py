@@ -9,6 +9,8 @@ The trainer writes models; the sampler and evaluator only read them.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ class ModelRegistry:
 
     def get(self, model_id: str) -> ModelInfo:
         folder = self.folder(model_id)
+        _check_against_manifest(folder, METADATA_FILE, model_id)
         try:
             info = ModelInfo.from_dict(read_json(folder / METADATA_FILE))
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -82,6 +85,7 @@ class ModelRegistry:
 
     def holdout_indices(self, model_id: str) -> np.ndarray:
         info = self.get(model_id)
+        _check_against_manifest(self.folder(model_id), HOLDOUT_FILE, model_id)
         try:
             indices = np.load(self.folder(model_id) / HOLDOUT_FILE, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -97,6 +101,35 @@ class ModelRegistry:
 
     def delete(self, model_id: str) -> None:
         self._store.delete("models", model_id)
+
+
+MANIFEST_FILE = "manifest.json"  # the artifact's manifest (services.common.engine.artifact), read here without torch
+
+
+def manifest_digest(folder: Path, name: str) -> str | None:
+    """The sha256 a model folder's manifest records for file ``name`` (None: not listed,
+    as in models made before every file was). A missing or unreadable manifest is DATA_LOSS."""
+    try:
+        entry = json.loads((folder / MANIFEST_FILE).read_bytes())["files"].get(name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataLoss(
+            f"model {folder.name}: {MANIFEST_FILE} is missing or unreadable", reason="MODEL_CORRUPT"
+        ) from None
+    return None if entry is None else str(entry.get("sha256"))
+
+
+def _check_against_manifest(folder: Path, name: str, model_id: str) -> None:
+    """``name`` must match the digest the (checksummed, optionally signed) manifest
+    records for it; models made before it was recorded there are taken as they are."""
+    expected = manifest_digest(folder, name)
+    if expected is None:
+        return
+    try:
+        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    except OSError as err:
+        raise DataLoss(f"model {model_id}: {name} is unreadable ({_why(err)})", reason="MODEL_CORRUPT") from None
+    if not hmac.compare_digest(actual, expected):
+        raise DataLoss(f"model {model_id}: {name} fails its sha256 check (altered)", reason="MODEL_CORRUPT")
 
 
 def _why(err: Exception) -> str:

@@ -1,8 +1,12 @@
 """Loaded models kept in memory, least recently used first out, bounded by bytes.
 
-Every lookup asks the registry first (a small JSON read), so a model deleted
-from the store is NOT_FOUND at once and dropped from the cache, and a corrupt
-one is DATA_LOSS; only then is the loaded copy reused.
+Every lookup asks the registry first (a small JSON read, checked against the
+manifest), so a model deleted from the store is NOT_FOUND at once and dropped
+from the cache, and a corrupt one is DATA_LOSS; then the folder's files are
+compared (names, sizes, modification times) with those the loaded copy was read
+from: any change reloads the model, which verifies every file again, so an
+altered model is refused instead of served from memory. Only then is the loaded
+copy reused.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.engine.artifact import load_model
 from services.common.engine.model import SynthesisModel
@@ -26,6 +31,16 @@ class _Entry:
     model: SynthesisModel
     info: ModelInfo
     size: int
+    stamp: tuple[tuple[str, int, int], ...]  # the files it was loaded from
+
+
+def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of every file of a model folder."""
+    out = []
+    for path in folder.iterdir():
+        stat = path.stat()
+        out.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(out))
 
 
 class ModelCache:
@@ -60,9 +75,11 @@ class ModelCache:
         except NotFound:
             self.evict(model_id)
             raise
+        folder = self._registry.folder(model_id)
+        stamp = _stamp(folder)
         with self._lock:
             entry = self._entries.get(model_id)
-            if entry is not None and entry.info.created_at == info.created_at:
+            if entry is not None and entry.info.created_at == info.created_at and entry.stamp == stamp:
                 self._entries.move_to_end(model_id)
                 self.hits += 1
                 return entry.model, entry.info
@@ -70,12 +87,13 @@ class ModelCache:
         with gate:  # one load per model, however many requests arrive at once
             with self._lock:
                 entry = self._entries.get(model_id)
-                if entry is not None and entry.info.created_at == info.created_at:
+                if entry is not None and entry.info.created_at == info.created_at and entry.stamp == stamp:
                     return entry.model, entry.info
-            model = load_model(self._registry.folder(model_id), device=self._device, signing_key=self._signing_key)
+                self._entries.pop(model_id, None)  # stale: never served again
+            model = load_model(folder, device=self._device, signing_key=self._signing_key)
             size = model.size_bytes()
             with self._lock:
-                self._entries[model_id] = _Entry(model, info, size)
+                self._entries[model_id] = _Entry(model, info, size, stamp)
                 self.loads += 1
                 self._shrink()
             log.info("model loaded", extra={"model_id": model_id, "bytes": size})

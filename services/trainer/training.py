@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -282,10 +283,19 @@ class Trainer:
             epochs_trained=int(trained.metadata.epochs_trained),  # type: ignore[attr-defined]
             selection=selection.to_dict() if selection is not None else None,
         )
+        holdout = io.BytesIO()
+        np.save(holdout, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
+        metadata = json.dumps(info.to_dict(), indent=1, sort_keys=True).encode()
         with self._store.staging() as staged:
-            save_model(trained, staged, signing_key=self._signing_key, support=support, calibration=calibration)
-            np.save(staged / HOLDOUT_FILE, np.asarray(holdout_idx, dtype=np.int64), allow_pickle=False)
-            write_json_atomic(staged / METADATA_FILE, info.to_dict())
+            # model.json and the holdout are in the manifest (and its signature) like the weights
+            save_model(
+                trained,
+                staged,
+                signing_key=self._signing_key,
+                support=support,
+                calibration=calibration,
+                extra={METADATA_FILE: metadata, HOLDOUT_FILE: holdout.getvalue()},
+            )
             self._store.commit(staged, "models", job.model_id)
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
 

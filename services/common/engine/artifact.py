@@ -23,7 +23,9 @@ file is a ``DataLoss`` that names the file. Weights are read with
 model trained on CUDA loads on a CPU-only machine), JSON with ``json``; the
 generator is rebuilt from the config, never unpickled.
 
-Other files in the folder (the platform's own ``model.json``, holdout indices)
+``save_model``'s ``extra`` files (the platform's ``model.json`` and holdout
+indices) are listed and signed like the engine's (``services.common.models``
+checks each against its manifest digest without reading the rest). Other files in the folder
 are neither listed nor read. The manifest is written last, so a folder whose writing was interrupted has no
 manifest and is refused. The caller writes into a staging folder and renames it
 into place (``save_model`` does not rename).
@@ -114,6 +116,7 @@ def save_model(
     signing_key: bytes | None = None,
     support: SupportRules | None = None,
     calibration: MarginCalibration | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
     """Write ``model`` (any engine) and the training columns' ``support`` into
     ``folder`` (created if needed); returns the folder path."""
@@ -142,6 +145,7 @@ def save_model(
     if calibration is not None:
         payloads[CALIBRATION_FILE] = _json_bytes(calibration.to_state())
     payloads[ENGINE_FILE] = _json_bytes(document)
+    payloads.update(extra or {})
     return _write_folder(Path(folder), MODEL_FORMAT, payloads, signing_key)
 
 
