@@ -161,6 +161,38 @@ def train(
     ``FailedPrecondition`` for a checkpoint of other data, ``TrainingCancelled``
     when ``should_stop`` fires.
     """
+    return run_training(  # type: ignore[no-any-return]
+        _Run,
+        frame,
+        discrete_columns,
+        config,
+        device=device,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        resume_from=resume_from,
+        threads=threads,
+    )
+
+
+def run_training(
+    run_class: Callable[..., EpochLoop],
+    frame: pd.DataFrame,
+    discrete_columns: Sequence[str],
+    config: TrainingConfig,
+    *,
+    device: str | torch.device,
+    on_epoch: Callable[[EpochStats], None] | None,
+    should_stop: Callable[[], bool] | None,
+    checkpoint: Callable[[dict[str, Any]], None] | None,
+    resume_from: dict[str, Any] | None,
+    threads: int | None,
+    checkpoint_format: str = CHECKPOINT_FORMAT,
+    checkpoint_version: int = CHECKPOINT_VERSION,
+) -> Any:
+    """What every trained engine does around its loop: validate, pick the device,
+    threads and seed (or check the checkpoint), and run ``run_class``'s loop with
+    torch's random state forked, so the caller's is left alone."""
     config.validate()
     target = resolve_device(device)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
@@ -172,12 +204,12 @@ def train(
     discrete = _check_discrete_columns(frame, discrete_columns)
     fingerprint = data_fingerprint(frame)
     if resume_from is not None:
-        seed = _check_resume(resume_from, config, discrete, fingerprint)
+        seed = _check_resume(resume_from, config, discrete, fingerprint, checkpoint_format, checkpoint_version)
     else:
         seed = config.seed if config.seed is not None else secrets.randbits(63)
     fork_devices = [target.index or 0] if target.type == "cuda" else []
     with _torch_threads(n_threads), torch.random.fork_rng(devices=fork_devices):
-        run = _Run(frame, discrete, config, target, seed, fingerprint, n_threads, resume_from)
+        run = run_class(frame, discrete, config, target, seed, fingerprint, n_threads, resume_from)
         return run.loop(on_epoch, should_stop, checkpoint)
 
 

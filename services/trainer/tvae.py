@@ -17,7 +17,6 @@ What differs, as in the CTGAN loop (``services.trainer.engine``):
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -38,14 +37,9 @@ from services.trainer.engine import (
     EpochLoop,
     EpochStats,
     _BatchSampler,
-    _check_discrete_columns,
-    _check_resume,
     _derive,
     _to_cpu,
-    _torch_threads,
-    data_fingerprint,
-    default_threads,
-    resolve_device,
+    run_training,
 )
 
 CHECKPOINT_FORMAT = "synth.tvae-checkpoint"
@@ -67,19 +61,20 @@ def train(
     threads: int | None = None,
 ) -> TvaeModel:
     """Train TVAE on ``frame``; the arguments mean what they mean for ``engine.train``."""
-    config.validate()
-    target = resolve_device(device)
-    n_threads = threads or default_threads()
-    discrete = _check_discrete_columns(frame, discrete_columns)
-    fingerprint = data_fingerprint(frame)
-    if resume_from is not None:
-        seed = _check_resume(resume_from, config, discrete, fingerprint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
-    else:
-        seed = config.seed if config.seed is not None else secrets.randbits(63)
-    fork_devices = [target.index or 0] if target.type == "cuda" else []
-    with _torch_threads(n_threads), torch.random.fork_rng(devices=fork_devices):
-        run = _TvaeRun(frame, discrete, config, target, seed, fingerprint, n_threads, resume_from)
-        return run.loop(on_epoch, should_stop, checkpoint)
+    return run_training(  # type: ignore[no-any-return]
+        _TvaeRun,
+        frame,
+        discrete_columns,
+        config,
+        device=device,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        resume_from=resume_from,
+        threads=threads,
+        checkpoint_format=CHECKPOINT_FORMAT,
+        checkpoint_version=CHECKPOINT_VERSION,
+    )
 
 
 class _TvaeRun(EpochLoop):
