@@ -430,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HttpError("INVALID_ARGUMENT", f"the body is not valid JSON: {exc}", reason="BAD_JSON") from None
+        except RecursionError:
+            raise _too_deep() from None
         if not isinstance(body, dict):
             raise HttpError("INVALID_ARGUMENT", "the body must be a JSON object", reason="BAD_JSON")
         return body
@@ -447,6 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
             json_format.ParseDict(body, message)
         except json_format.ParseError as exc:
             raise HttpError("INVALID_ARGUMENT", str(exc), reason="BAD_REQUEST_FIELDS") from None
+        except RecursionError:
+            raise _too_deep() from None
         return message
 
     # ---- unary ------------------------------------------------------------------
@@ -751,6 +755,11 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _too_deep() -> HttpError:
+    # the parsers recurse once per level; no request of this API nests more than a few
+    return HttpError("INVALID_ARGUMENT", "the JSON body is nested too deeply", reason="BAD_JSON")
 
 
 def _interrupted() -> HttpError:

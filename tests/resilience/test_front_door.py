@@ -59,3 +59,12 @@ def test_json_bodies_only_as_application_json(gateway, content_type) -> None:  #
     assert refused.status == 415 and reason(refused) == "UNSUPPORTED_MEDIA_TYPE"
     accepted = request(gateway, "POST", SAMPLE, BODY, {"Content-Type": "application/json; charset=utf-8"})
     assert accepted.status == 200
+
+
+@pytest.mark.parametrize("depth", [100_000, 5_000])
+def test_deeply_nested_json_is_a_clear_error_not_a_500(gateway, depth) -> None:  # type: ignore[no-untyped-def]
+    # the JSON parser (depth 100,000) or the protobuf one (5,000 levels inside a field) ran out of stack
+    nested = '{"row_count": 5, "conditions": [' + '{"a":' * depth + "1" + "}" * depth + "]}"
+    answer = request(gateway, "POST", SAMPLE, nested, {"Content-Type": "application/json"})
+    assert answer.status == 400 and reason(answer) == "BAD_JSON"
+    assert "nested too deeply" in json.loads(answer.body)["error"]["message"]
