@@ -597,6 +597,11 @@ def print_report(report: Any, *, explain: bool = False) -> None:
     }
     print(f"report {report.id}: {verdicts.get(report.verdict, '?')}")
     print(f"  {report.summary}")
+    if report.engine:
+        print(
+            f"  engine: {report.engine}"
+            + (f" (chosen automatically: {report.engine_reason})" if report.engine_reason else "")
+        )
     for step in report.next_steps:
         print(f"  next: {step}")
     print(

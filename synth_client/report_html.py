@@ -40,6 +40,15 @@ def render_report(report: evaluation_pb2.Report) -> str:
         f"<h1>Report {_e(report.id)} {_badge(verdict, color)}</h1>",
         f"<p>{_e(report.summary)}</p>",
         *(
+            [
+                f"<p>Engine: {_e(report.engine)}"
+                + (f" (chosen automatically: {_e(report.engine_reason)})" if report.engine_reason else "")
+                + "</p>"
+            ]
+            if report.engine
+            else []
+        ),
+        *(
             ["<h2>What to do next</h2><ul>", *(f"<li>{_e(s)}</li>" for s in report.next_steps), "</ul>"]
             if report.next_steps
             else []

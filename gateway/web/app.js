@@ -720,6 +720,7 @@ function renderReport(r) {
   box.replaceChildren(
     node("h3", {}, `Report ${r.id} `, badge(r.verdict)),
     node("p", {}, r.summary || ""),
+    ...(r.engine ? [node("p", { id: "report-engine" }, `Engine: ${r.engine}${r.engine_reason ? ` (chosen automatically: ${r.engine_reason})` : ""}`)] : []),
     ...((r.next_steps || []).length ? [node("h3", {}, "What to do next"), node("ul", { id: "next-steps" }, ...r.next_steps.map((s) => node("li", {}, s)))] : []),
     node("p", { class: "hint" }, `Dataset ${r.dataset_id}${r.model_id ? `, model ${r.model_id}` : ""}${r.synthetic_dataset_id ? `, synthetic set ${r.synthetic_dataset_id}` : ""}: ${num(r.training_rows)} training rows, ${num(r.holdout_rows)} held-out rows, ${num(r.synthetic_rows)} synthetic rows${r.target_column ? `, target ${r.target_column}` : ""}.`),
     node("div", { class: "cards" }, cards),

@@ -202,9 +202,12 @@ class Evaluations:
         dataset = self._datasets.get(request.dataset_id)
         real = self._datasets.load_frame(request.dataset_id)
         columns = dataset.columns
+        engine = engine_reason = ""
         if request.model_id:
+            model = self._models.get(request.model_id)
             # the schema the model was trained with (a job may exclude columns or learn them as categories)
-            columns = [ColumnInfo.from_dict(c) for c in self._models.get(request.model_id).columns]
+            columns = [ColumnInfo.from_dict(c) for c in model.columns]
+            engine, engine_reason = model.engine, (model.selection or {}).get("reason", "")
             holdout = self._models.holdout_indices(request.model_id)
             train = np.setdiff1d(np.arange(len(real)), holdout)
             rows = request.synthetic_rows or len(train)
@@ -234,6 +237,7 @@ class Evaluations:
         report.dataset_id = request.dataset_id
         report.model_id = request.model_id
         report.synthetic_dataset_id = request.synthetic_dataset_id
+        report.engine, report.engine_reason = engine, engine_reason
         report.create_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         report.seconds = time.perf_counter() - started
         progress("storing the report", 0.99)

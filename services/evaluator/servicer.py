@@ -62,6 +62,8 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
         summary=report.summary,
         seconds=_num(report.seconds),
         next_steps=report.next_steps,
+        engine=report.engine,
+        engine_reason=report.engine_reason,
     )
     for m in report.metrics:
         metric = msg.metrics.add(

@@ -291,6 +291,7 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     )
     assert page.inner_text("#eval-error") == "", page.inner_text("#eval-error")
     assert page.locator("#report .card").count() == 3
+    assert "chosen automatically" in page.inner_text("#report-engine"), "the report says which engine and why"
     assert page.locator("#report .badge").count() >= 4
     assert page.locator("#report svg").count() >= 3
     shot(page, "12-journey-report")

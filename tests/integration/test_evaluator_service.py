@@ -66,6 +66,7 @@ def test_model_report_streams_progress_and_is_stored(platform) -> None:  # type:
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] <= 1
     report = events[-1].report
     assert report.id.startswith("rpt-") and report.model_id == model.model_id
+    assert (report.engine, report.engine_reason) == ("ctgan", "")  # the tiny model's engine was forced
     assert (report.training_rows, report.holdout_rows) == (2400, 600)  # the split the model recorded
     assert report.synthetic_rows == 2400
     categories = {m.category for m in report.metrics}

@@ -228,6 +228,8 @@ class Report:
     # What to do about what failed, in plain words (empty when everything passed).
     next_steps: list[str] = field(default_factory=list)
     # Filled in by the service, not by the metrics.
+    engine: str = ""  # the engine of the model evaluated ("" for an uploaded synthetic table)
+    engine_reason: str = ""  # why the automatic choice picked it ("" when the engine was forced)
     id: str = ""
     dataset_id: str = ""
     model_id: str = ""
@@ -265,6 +267,8 @@ class Report:
             "seconds": _out(self.seconds),
             "excluded_columns": list(self.excluded_columns),
             "next_steps": list(self.next_steps),
+            "engine": self.engine,
+            "engine_reason": self.engine_reason,
         }
 
     @classmethod
@@ -293,4 +297,6 @@ class Report:
             seconds=_in(data.get("seconds")),
             excluded_columns=[str(c) for c in data.get("excluded_columns", [])],
             next_steps=[str(s) for s in data.get("next_steps", [])],
+            engine=str(data.get("engine", "")),
+            engine_reason=str(data.get("engine_reason", "")),
         )
