@@ -14,7 +14,7 @@ from services.common.store import ArtifactStore
 from services.common.tables import DatasetRepository, IntakeLimits
 from services.trainer.dataset_servicer import DatasetServicer
 from services.trainer.settings import ENV_PREFIX, TrainerSettings
-from services.trainer.training import Trainer
+from services.trainer.training import Trainer, TrainingMetrics
 from services.trainer.training_servicer import ModelServicer, TrainingServicer
 
 
@@ -25,6 +25,7 @@ def _name(module, service: str) -> str:  # type: ignore[no-untyped-def]
 def build_server(settings: TrainerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
     """The trainer server with unfinished jobs recovered and its workers
     started. Call ``set_serving()`` after ``start()``."""
+    registry = registry or CollectorRegistry()
     store = ArtifactStore(settings.store_dir, owner="trainer")
     store.sweep()
     datasets = DatasetRepository(store, IntakeLimits(max_bytes=settings.max_upload_bytes, min_rows=settings.min_rows))
@@ -38,6 +39,7 @@ def build_server(settings: TrainerSettings, registry: CollectorRegistry | None =
         default_device=settings.device,
         threads=settings.torch_threads or None,
         signing_key=read_signing_key(settings.artifact_key_file, f"{ENV_PREFIX}ARTIFACT_KEY_FILE"),
+        metrics=TrainingMetrics(registry),
     )
     trainer.jobs.recover()
     trainer.jobs.start()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.calibration import MarginCalibration
 from services.common.codec import columns_for_training, training_view
@@ -66,6 +67,31 @@ _PLATFORM_FIELDS = {
 }
 
 
+class TrainingMetrics:
+    """The trainer's domain metrics (``synth_training_*``); engine names are the only labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.epochs = Counter(
+            "synth_training_epochs_total", "Training epochs completed, by engine.", ["engine"], registry=registry
+        )
+        self.models = Counter(
+            "synth_training_models_published_total", "Models published, by engine.", ["engine"], registry=registry
+        )
+        self.seconds = Histogram(
+            "synth_training_seconds",
+            "Training time of a published model, by engine.",
+            ["engine"],
+            buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600, 14400),
+            registry=registry,
+        )
+        self.choices = Counter(
+            "synth_training_engine_chosen_total",
+            "Engines chosen by the automatic bake-off.",
+            ["engine"],
+            registry=registry,
+        )
+
+
 class Trainer:
     def __init__(
         self,
@@ -78,7 +104,9 @@ class Trainer:
         default_device: str = "auto",
         threads: int | None = None,
         signing_key: bytes | None = None,
+        metrics: TrainingMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or TrainingMetrics(CollectorRegistry())
         self._store = store
         self._signing_key = signing_key
         self._datasets = datasets
@@ -150,6 +178,7 @@ class Trainer:
             done_here = stats.epoch - (int(resume_state["epoch"]) if resume_state else 0)
             per_epoch = (time.perf_counter() - train_start) / max(done_here, 1)
             job.epochs_completed = stats.epoch
+            self._metrics.epochs.labels(engine_config.synthesizer).inc()
             ctx.save()
             ctx.event(
                 "epoch",
@@ -202,6 +231,8 @@ class Trainer:
             seconds=seconds,
             device=str(device),
         )
+        self._metrics.models.labels(trained.engine).inc()
+        self._metrics.seconds.labels(trained.engine).observe(seconds)
         ctx.succeed(job.model_id, seconds)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
 
@@ -236,6 +267,7 @@ class Trainer:
             on_trial=tried,
         )
         write_json_atomic(path, selection.to_dict())
+        self._metrics.choices.labels(selection.winner).inc()
         ctx.event("engine_chosen", engine=selection.winner, reason=selection.reason)
         return selection
 

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import generate_latest
 from synth.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
 from services.trainer.app import build_server
@@ -58,7 +59,7 @@ def auto_job(channel, dataset_id):  # type: ignore[no-untyped-def]
     return run_job(channel, dataset_id, epochs=3, seed=4, target_column="income", **SMALL_NETS)
 
 
-def test_auto_tries_every_engine_and_records_its_choice(auto_job) -> None:  # type: ignore[no-untyped-def]
+def test_auto_tries_every_engine_and_records_its_choice(trainer, auto_job) -> None:  # type: ignore[no-untyped-def]
     events, model = auto_job
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds.index("started") < kinds.index("engine_tried") < kinds.index("engine_chosen") < kinds.index("epoch")
@@ -70,6 +71,10 @@ def test_auto_tries_every_engine_and_records_its_choice(auto_job) -> None:  # ty
     assert model.config.synthesizer == "auto" and model.selection.reason.startswith(chosen.engine)
     assert [t.engine for t in model.selection.trials] == ["ctgan", "tvae", "copula"]
     assert model.selection.rows == 1200 and model.epochs_trained >= 1
+    metrics = generate_latest(trainer[0].registry).decode()  # the domain metrics, by engine only
+    assert f'synth_training_engine_chosen_total{{engine="{chosen.engine}"}}' in metrics
+    assert f'synth_training_models_published_total{{engine="{model.engine}"}}' in metrics
+    assert f'synth_training_seconds_count{{engine="{model.engine}"}}' in metrics
 
 
 def test_auto_choice_is_the_same_for_the_same_seed(channel, dataset_id, auto_job) -> None:  # type: ignore[no-untyped-def]
