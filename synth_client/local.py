@@ -93,8 +93,11 @@ class LocalPlatform:
         return f"http://{self.host}:{spec.http_port}/"
 
     def env_for(self, spec: ServiceSpec) -> dict[str, str]:
+        """The service's environment: the caller's own ``SYNTH_<SERVICE>_`` settings
+        pass through (API keys, TLS, limits: ``synth up`` must honour them), and the
+        platform sets what it owns: host, ports, store and the other services' addresses."""
         prefix = f"SYNTH_{spec.name.upper()}_"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+        env = dict(os.environ)
         env.update(
             {
                 prefix + "HOST": self.host,

@@ -271,3 +271,18 @@ def test_a_storm_of_sigterms_never_wedges_the_wait() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_synth_up_passes_the_callers_service_settings_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`synth up` used to drop SYNTH_GATEWAY_API_KEY_FILE: keys could not be turned on locally."""
+    from synth_client.local import LocalPlatform
+
+    monkeypatch.setenv("SYNTH_GATEWAY_API_KEY_FILE", "/etc/synth/keys")
+    monkeypatch.setenv("SYNTH_GATEWAY_PORT", "1")  # the platform owns the ports: its own wins
+    platform = LocalPlatform("var-test", ports="free")
+    gateway = next(s for s in platform.specs if s.name == "gateway")
+    env = platform.env_for(gateway)
+    assert env["SYNTH_GATEWAY_API_KEY_FILE"] == "/etc/synth/keys"
+    assert env["SYNTH_GATEWAY_PORT"] == str(gateway.port) != "1"
+    trainer = platform.env_for(next(s for s in platform.specs if s.name == "trainer"))
+    assert trainer["SYNTH_GATEWAY_API_KEY_FILE"] == "/etc/synth/keys"  # harmless: other prefixes are ignored
