@@ -32,6 +32,7 @@ import binascii
 import contextlib
 import errno
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, DataLoss, FieldViolation, InvalidArgument, NotFound
 
 KINDS = {"datasets": "ds", "models": "mdl", "jobs": "job", "reports": "rpt"}
 _ID_PATTERN = re.compile(r"^(ds|mdl|job|rpt)-[0-9a-f]{16}$")
@@ -89,15 +90,18 @@ class ArtifactStore:
         self._trash = self.root / ".trash" / owner
         self._staging.mkdir(parents=True, exist_ok=True)
         self._trash.mkdir(parents=True, exist_ok=True)
+        self._id_key = _id_key(self.root)
 
     # ---- ids and paths -------------------------------------------------
-    @staticmethod
-    def new_id(kind: str, key: RequestKey | None = None) -> str:
+    def new_id(self, kind: str, key: RequestKey | None = None) -> str:
         """A fresh random id, or for a keyed request the id derived from its
-        request id: every retry of it names the same item, wherever it runs."""
+        request id with the store's secret: every retry of it names the same
+        item, in every service sharing the store, and no caller can tell an
+        id in advance (sha256 of the request id alone let a web page do that)."""
         if key is None:
             return f"{KINDS[kind]}-{secrets.token_hex(8)}"
-        return f"{KINDS[kind]}-{hashlib.sha256(f'{kind}:{key.request_id}'.encode()).hexdigest()[:16]}"
+        digest = hmac.new(self._id_key, f"{kind}:{key.request_id}".encode(), hashlib.sha256).hexdigest()
+        return f"{KINDS[kind]}-{digest[:16]}"
 
     def path(self, kind: str, item_id: str) -> Path:
         """The folder of an item; raises InvalidArgument for a malformed id."""
@@ -266,6 +270,29 @@ class ArtifactStore:
                     os.utime(marker, ns=(when, when))
                 except (FileExistsError, FileNotFoundError):  # another service marked it, or it went
                     continue
+
+
+_ID_KEY_FILE = ".id-key"
+
+
+def _id_key(root: Path) -> bytes:
+    """The store's secret for derived ids: made once, by whichever service starts
+    first, and complete before anyone can see it (linked into place from a
+    finished file, which fails if another process got there first)."""
+    path = root / _ID_KEY_FILE
+    if not path.exists():
+        tmp = root / f".{_ID_KEY_FILE}.{secrets.token_hex(4)}.tmp"
+        tmp.write_text(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise DataLoss(f"the store's id key ({_ID_KEY_FILE}) is damaged")
+    return key.encode()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -286,3 +286,18 @@ def test_synth_up_passes_the_callers_service_settings_through(monkeypatch: pytes
     assert env["SYNTH_GATEWAY_PORT"] == str(gateway.port) != "1"
     trainer = platform.env_for(next(s for s in platform.specs if s.name == "trainer"))
     assert trainer["SYNTH_GATEWAY_API_KEY_FILE"] == "/etc/synth/keys"  # harmless: other prefixes are ignored
+
+
+def test_derived_ids_are_keyed_with_the_stores_secret(tmp_path: Path) -> None:
+    """A caller knew a dataset's id in advance (sha256 of "datasets:" + its request id)."""
+    import hashlib
+
+    from services.common.store import ArtifactStore, request_key
+
+    key = request_key("0b4c8e3a-3f55-4a55-9d6c-0d8a1c3e5f70", "digest")
+    first, second = ArtifactStore(tmp_path / "a", owner="trainer"), ArtifactStore(tmp_path / "a", owner="evaluator")
+    assert first.new_id("datasets", key) == second.new_id("datasets", key)  # every service sharing the store agrees
+    assert first.new_id("datasets", key) != ArtifactStore(tmp_path / "b").new_id("datasets", key)
+    guess = "ds-" + hashlib.sha256(f"datasets:{key.request_id}".encode()).hexdigest()[:16]
+    assert first.new_id("datasets", key) != guess
+    assert (tmp_path / "a" / ".id-key").read_text() == (tmp_path / "a" / ".id-key").read_text().strip()
