@@ -34,22 +34,29 @@ function authHeaders(extra) {
   return headers;
 }
 
-async function errorFrom(response) {
+// A refusal of the key a request was sent with asks for a key, unless the user has
+// entered another one since (a slow answer to an old key must not hide the new one).
+function refusedKey(status, sentKey, message) {
+  if (status === 401 && sentKey === sessionStorage.getItem(KEY_KEY)) showAuth(message);
+}
+
+async function errorFrom(response, sentKey) {
   let body = {};
   try { body = await response.json(); } catch (_) { /* not JSON */ }
   const err = new ApiError(response.status, body.error || { message: `HTTP ${response.status} ${response.statusText}` });
-  if (response.status === 401) showAuth(err.message);
+  refusedKey(response.status, sentKey, err.message);
   return err;
 }
 
 async function request(method, path, body, headers) {
+  const sentKey = sessionStorage.getItem(KEY_KEY);
   const init = { method, headers: authHeaders(headers) };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
   const response = await fetch(path, init);
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) throw await errorFrom(response, sentKey);
   return response;
 }
 
@@ -280,6 +287,7 @@ function uploadFile(file) {
   if (problem) { showUploadError(problem); return; }
   const name = $("display-name").value.trim() || file.name;
   const xhr = new XMLHttpRequest();
+  const sentKey = sessionStorage.getItem(KEY_KEY);
   xhr.open("POST", `/v1/datasets?display_name=${encodeURIComponent(name)}`);
   for (const [k, v] of Object.entries(authHeaders({ "Content-Type": file.type || "text/csv" }))) xhr.setRequestHeader(k, v);
   const bar = $("upload-progress");
@@ -301,7 +309,7 @@ function uploadFile(file) {
       });
     } else {
       const err = new ApiError(xhr.status, body.error || { message: `HTTP ${xhr.status}` });
-      if (xhr.status === 401) showAuth(err.message);
+      refusedKey(xhr.status, sentKey, err.message);
       showUploadError(`${file.name} was not stored: ${describe(err)}`);
     }
   });
@@ -425,8 +433,9 @@ async function watchJob(jobId, after, points, epochs, choice, engine) {
     const abort = new AbortController();
     state.watchAbort = abort;
     try {
+      const sentKey = sessionStorage.getItem(KEY_KEY);
       const response = await fetch(`/v1/jobs/${jobId}/events?after_sequence=${state.watch.last}`, { headers: authHeaders(), signal: abort.signal });
-      if (!response.ok) throw await errorFrom(response);
+      if (!response.ok) throw await errorFrom(response, sentKey);
       failures = 0;
       await readEvents(response, onTrainingEvent);
     } catch (err) {
