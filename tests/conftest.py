@@ -19,7 +19,7 @@ from synth.v1 import datasets_pb2, datasets_pb2_grpc, training_pb2, training_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_ADULT = ROOT / "data" / "adult.csv"
-SHARED_DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of ../shared/datasets: a clone has no ../shared
+FIXTURE_DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of the shared datasets: every clone has them
 
 # Small but real: enough rows and epochs for signal, seconds to train on 2 cores.
 TINY_ROWS = 3000

@@ -24,7 +24,7 @@ from tests.integration.test_gateway_fakes import start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of ../shared/datasets
+DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of the shared datasets
 CHROMIUM = Path(os.environ.get("SYNTH_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--no-sandbox",

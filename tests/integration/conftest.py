@@ -12,7 +12,7 @@ import pytest
 from services.trainer.app import build_server as build_trainer
 from services.trainer.settings import TrainerSettings
 
-DATASETS = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"  # copies of ../shared/datasets
+DATASETS = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"  # copies of the shared datasets
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from services.common.models import ModelRegistry
 from services.common.store import ArtifactStore
 from services.sampler.app import build_server
 from services.sampler.settings import SamplerSettings
-from tests.conftest import SHARED_DATASETS, TINY_CONFIG, TinyModel, train_and_wait, upload_bytes
+from tests.conftest import FIXTURE_DATASETS, TINY_CONFIG, TinyModel, train_and_wait, upload_bytes
 
 
 def start_sampler(store_dir, **settings):  # type: ignore[no-untyped-def]
@@ -358,7 +358,7 @@ def test_column_comparisons_hold_on_every_row_of_a_real_taxi_model(tmp_path) -> 
     from synth_client.client import parse_condition
 
     store = tmp_path / "store"
-    lines = (SHARED_DATASETS / "nyc_taxis.csv").read_bytes().splitlines(keepends=True)
+    lines = (FIXTURE_DATASETS / "nyc_taxis.csv").read_bytes().splitlines(keepends=True)
     trainer = build_trainer(TrainerSettings(port=0, metrics_port=-1, store_dir=store, torch_threads=1)).start()
     trainer.set_serving()
     try:

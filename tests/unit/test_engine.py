@@ -29,8 +29,7 @@ from services.common.errors import DataLoss, InvalidArgument
 from services.trainer.engine import EpochStats, TrainingCancelled, TrainingConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
-_CANDIDATES = [ROOT.parent / "shared" / "datasets" / "adult.csv", ROOT / "data" / "adult.csv"]
-ADULT = next((p for p in _CANDIDATES if p.exists()), _CANDIDATES[0])
+ADULT = ROOT / "data" / "adult.csv"
 TINY = dict(
     batch_size=100,
     generator_dim=(32, 32),

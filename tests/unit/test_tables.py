@@ -1,6 +1,6 @@
 """Dataset intake (services.common.tables): validation, inference, storage.
 
-Real tables come from ../shared/datasets (skipped when that folder is absent),
+Real tables come from tests/fixtures/datasets (copies of the shared datasets),
 the bundled data/adult.csv and tests/fixtures/ (always present); bad inputs are
 small hand-made tables. Every refused upload must leave the
 store's datasets/ and .staging/ folders empty.
@@ -42,12 +42,12 @@ from services.common.tables import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of ../shared/datasets
-ADULT = ROOT / "data" / "adult.csv"  # byte-identical to ../shared/datasets/adult.csv
+DATASETS = ROOT / "tests" / "fixtures" / "datasets"  # copies of the shared datasets
+ADULT = ROOT / "data" / "adult.csv"  # byte-identical to the shared datasets' adult.csv
 KC_HOUSE_2000 = ROOT / "tests" / "fixtures" / "kc_house_2000.csv"  # header + first 2,000 rows of kc_house_data.csv
 MB = 1 << 20
 
-# rows x columns, from ../shared/datasets/README.md
+# rows x columns, from the datasets' README.md (tests/fixtures/datasets)
 EXPECTED_SHAPES = {
     "adult.csv": (32_561, 15),
     "kc_house_data.csv": (21_613, 21),
