@@ -8,6 +8,7 @@ from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
 from services.common.engine.artifact import read_signing_key
 from services.common.engine.device import available_cpus
+from services.common.memory import return_large_buffers
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
@@ -18,6 +19,7 @@ from services.sampler.settings import ENV_PREFIX, SamplerSettings
 
 
 def build_server(settings: SamplerSettings, registry: CollectorRegistry | None = None) -> SynthServer:
+    return_large_buffers()
     workers, threads = generation_threads(settings)
     torch.set_num_threads(threads)
     registry = registry or CollectorRegistry()
@@ -26,6 +28,17 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
         "Synthetic rows generated, including rows rejected by conditions.",
         registry=registry,
     )
+    generating = Gauge("synth_sampler_generating_requests", "Requests generating rows now.", registry=registry)
+    reserved = Gauge(
+        "synth_sampler_reserved_bytes",
+        "Memory reserved by the requests generating now (of GENERATION_MEMORY_MB).",
+        registry=registry,
+    )
+
+    def on_admission(active: int, nbytes: int) -> None:
+        generating.set(active)
+        reserved.set(nbytes)
+
     cache_bytes = Gauge("synth_sampler_model_cache_bytes", "Memory held by loaded models.", registry=registry)
     store = ArtifactStore(settings.store_dir, owner="sampler")
     store.sweep()
@@ -45,10 +58,12 @@ def build_server(settings: SamplerSettings, registry: CollectorRegistry | None =
             budget_factor=settings.condition_budget_factor,
             budget_floor=settings.condition_budget_floor,
             max_concurrent=settings.max_concurrent_samples,
+            memory_budget_bytes=settings.generation_memory_mb * 1024 * 1024,
             queue_seconds=settings.queue_seconds,
         ),
         on_generated=generated.inc,
         workers=workers,
+        on_admission=on_admission,
     )
     bindings = [
         ServiceBinding(

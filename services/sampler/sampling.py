@@ -86,9 +86,71 @@ class SamplingLimits:
     max_chunk_rows: int = 200_000
     budget_factor: int = 100
     budget_floor: int = 200_000
-    # requests generating at once, and how long one waits for its turn
+    # requests generating at once, the memory they may reserve together, and
+    # how long one waits for its turn
     max_concurrent: int = 6
+    memory_budget_bytes: int = 768 * 1024 * 1024
     queue_seconds: float = 30.0
+
+
+# What one generating request holds, from the design bounds: a piece's widest
+# buffer is at most ~20 MB (the engines size pieces so), with its decoded and
+# typed copies about 30 MB per piece in flight; one output chunk as Arrow, its
+# typed copy and the encoded bytes about 64 bytes per cell. Measured on Adult
+# (CTGAN, 2 workers, 10,000-row chunks): ~80 MB per stream, estimated 98 MB.
+PIECE_BYTES = 30 * 1024 * 1024
+CHUNK_CELL_BYTES = 64
+
+
+def reservation_bytes(workers: int, chunk_rows: int, columns: int) -> int:
+    """Memory one request reserves while it generates: the pieces in flight
+    (one per worker, plus the one being encoded) and one output chunk."""
+    return (workers + 1) * PIECE_BYTES + chunk_rows * max(1, columns) * CHUNK_CELL_BYTES
+
+
+class Admission:
+    """Turns to generate, bounded both by count and by reserved bytes.
+
+    A request bigger than the whole budget still runs, alone, so no valid
+    request is refused for its size; others wait (holding no memory) until a
+    turn frees, then give up with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, max_concurrent: int, budget_bytes: int, on_change: Callable[[int, int], None]) -> None:
+        self._max = max_concurrent
+        self._budget = budget_bytes
+        self._active = 0
+        self._reserved = 0
+        self._changed = threading.Condition()
+        self._on_change = on_change
+
+    def acquire(self, nbytes: int, deadline: float, is_active: Callable[[], bool]) -> int:
+        """Wait for a turn; returns the bytes reserved (give them to ``release``)."""
+        nbytes = min(nbytes, self._budget)
+        with self._changed:
+            while self._active >= self._max or self._reserved + nbytes > self._budget:
+                left = deadline - time.monotonic()
+                if not is_active():
+                    raise Cancelled("the client left while waiting for a turn", reason="CLIENT_LEFT")
+                if left <= 0:
+                    raise ResourceExhausted(
+                        f"this sampler is generating {self._active} requests holding "
+                        f"{self._reserved / 2**20:.0f} MB of its {self._budget / 2**20:.0f} MB budget, and none "
+                        "ended in time; retry in a few seconds or use another replica",
+                        reason="SAMPLER_BUSY",
+                        metadata={"retry_after_seconds": "5"},
+                    )
+                self._changed.wait(min(0.5, left))
+            self._active += 1
+            self._reserved += nbytes
+            self._on_change(self._active, self._reserved)
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._changed:
+            self._active -= 1
+            self._reserved -= nbytes
+            self._on_change(self._active, self._reserved)
+            self._changed.notify_all()
 
 
 class RowSampler:
@@ -98,14 +160,20 @@ class RowSampler:
         limits: SamplingLimits = SamplingLimits(),
         on_generated: Callable[[int], None] | None = None,
         workers: int = 1,
+        on_admission: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``on_admission(active, reserved_bytes)`` is told each change of the
+        requests generating and the memory they reserve (for metrics)."""
         self._cache = cache
         self._workers = max(1, workers)
         self._limits = limits
         self._on_generated = on_generated or (lambda _rows: None)
-        # Admission: memory grows with the requests generating at once, so only
-        # max_concurrent do; the others wait their turn (without memory), then give up.
-        self._turns = threading.BoundedSemaphore(limits.max_concurrent)
+        # Admission: memory grows with the requests generating at once, so each
+        # reserves its share of a budget first; the others wait their turn
+        # (without memory), then give up.
+        self._admission = Admission(
+            limits.max_concurrent, limits.memory_budget_bytes, on_admission or (lambda _active, _bytes: None)
+        )
 
     def stream(self, request: SampleRequest, is_active: Callable[[], bool]) -> Iterator[Header | Chunk | Summary]:
         """Header, chunks, summary. Validation happens before the first message."""
@@ -126,7 +194,8 @@ class RowSampler:
             calibration=model.calibration,
         )
         encoder = ArrowEncoder(typer.schema) if request.fmt == ARROW else CsvEncoder(columns)
-        rows = self._accepted(model, typer, request.row_count, seed, conditions, steer, is_active)
+        reserve = reservation_bytes(self._workers, min(chunk_rows, request.row_count), len(columns))
+        rows = self._accepted(model, typer, request.row_count, seed, conditions, steer, is_active, reserve)
         return self._messages(request, columns, seed, chunk_rows, typer, encoder, rows)
 
     def _messages(
@@ -171,28 +240,17 @@ class RowSampler:
         conditions: CompiledConditions,
         steer: int | None,
         is_active: Callable[[], bool],
+        reserve: int,
     ) -> Iterator[pa.RecordBatch | dict[str, int]]:
-        """A generator: first ``send(None)`` waits for a turn, runs the pilot and
-        returns the live stats dict; then it yields accepted typed rows until
-        ``n`` are out. The turn is given back when it ends, however it ends."""
-        self._wait_for_turn(is_active)
+        """A generator: first ``send(None)`` waits for a turn (reserving
+        ``reserve`` bytes of the budget), runs the pilot and returns the live
+        stats dict; then it yields accepted typed rows until ``n`` are out. The
+        turn is given back when it ends, however it ends."""
+        held = self._admission.acquire(reserve, time.monotonic() + self._limits.queue_seconds, is_active)
         try:
             yield from self._generate(model, typer, n, seed, conditions, steer, is_active)
         finally:
-            self._turns.release()
-
-    def _wait_for_turn(self, is_active: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self._limits.queue_seconds
-        while not self._turns.acquire(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
-            if not is_active():
-                raise Cancelled("the client left while waiting for a turn", reason="CLIENT_LEFT")
-            if time.monotonic() >= deadline:
-                raise ResourceExhausted(
-                    f"this sampler is generating {self._limits.max_concurrent} requests, its limit, and none ended "
-                    f"within {self._limits.queue_seconds:.0f} s; retry in a few seconds or use another replica",
-                    reason="SAMPLER_BUSY",
-                    metadata={"retry_after_seconds": "5"},
-                )
+            self._admission.release(held)
 
     def _generate(
         self,

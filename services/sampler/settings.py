@@ -31,10 +31,13 @@ class SamplerSettings(ServerSettings):
     generation_workers: int = 0
     # CPU threads torch uses inside each of them (0: the CPUs / the workers).
     torch_threads: int = 0
-    # Requests generating rows at once (each holds its pieces in memory, about
-    # 130 MB with Adult-sized models); more wait up to QUEUE_SECONDS for a turn,
-    # then get RESOURCE_EXHAUSTED (SAMPLER_BUSY) with a retry hint.
+    # Requests generating rows at once, and the memory they may reserve
+    # together (each reserves its pieces in flight and one output chunk, about
+    # 100 MB at the default chunk size); more wait up to QUEUE_SECONDS for a
+    # turn, then get RESOURCE_EXHAUSTED (SAMPLER_BUSY) with a retry hint. The
+    # process's peak is about its idle size (models included) plus this budget.
     max_concurrent_samples: int = 6
+    generation_memory_mb: int = 768
     queue_seconds: float = 30.0
     # The trainer's artifact signing key file: models without a valid
     # signature are refused (DATA_LOSS). Empty: checksums only.
@@ -45,5 +48,7 @@ class SamplerSettings(ServerSettings):
         for name in ("generation_workers", "torch_threads"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{ENV_PREFIX}{name.upper()} must be 0 (automatic) or positive")
+        if self.generation_memory_mb < 1:
+            raise InvalidArgument(f"{ENV_PREFIX}GENERATION_MEMORY_MB must be >= 1")
         if self.max_concurrent_samples < 1 or self.queue_seconds < 0:
             raise InvalidArgument(f"{ENV_PREFIX}MAX_CONCURRENT_SAMPLES must be >= 1 and QUEUE_SECONDS >= 0")
