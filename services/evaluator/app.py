@@ -10,13 +10,14 @@ from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
 from services.common.tables import DatasetRepository
-from services.evaluator.evaluations import Evaluations
+from services.evaluator.evaluations import EvaluationMetrics, Evaluations
 from services.evaluator.sampler_client import SamplerClient
 from services.evaluator.servicer import EvaluationServicer
 from services.evaluator.settings import EvaluatorSettings
 
 
 def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None = None) -> SynthServer:
+    registry = registry or CollectorRegistry()
     store = ArtifactStore(settings.store_dir, owner="evaluator")
     store.sweep()
     credentials = tls.channel_credentials(
@@ -35,6 +36,7 @@ def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None
         holdout_fraction=settings.holdout_fraction,
         max_concurrent=settings.max_concurrent,
         n_jobs=settings.n_jobs,
+        metrics=EvaluationMetrics(registry),
     )
     bindings = [
         ServiceBinding(

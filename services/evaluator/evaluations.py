@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.errors import (
     Cancelled,
@@ -29,6 +30,7 @@ from services.common.errors import (
     FieldViolation,
     InvalidArgument,
     ResourceExhausted,
+    SynthError,
 )
 from services.common.holdout import split_holdout
 from services.common.logs import current_context, log_context
@@ -90,6 +92,32 @@ class ReportStore:
         self._store.delete("reports", report_id)
 
 
+class EvaluationMetrics:
+    """The evaluator's domain metrics (``synth_evaluation_*``): verdicts and
+    error codes are the only labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reports = Counter(
+            "synth_evaluation_reports_total", "Reports stored, by overall verdict.", ["verdict"], registry=registry
+        )
+        self.failures = Counter(
+            "synth_evaluation_failures_total",
+            "Evaluations that ended without a report, by error code (CANCELLED: the client left).",
+            ["code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "synth_evaluation_seconds",
+            "Time to compute and store one report.",
+            buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1800),
+            registry=registry,
+        )
+        self.running = Gauge("synth_evaluation_running", "Evaluations computing now.", registry=registry)
+        self.waiting = Gauge(
+            "synth_evaluation_waiting", "Evaluations waiting for a turn (MAX_CONCURRENT).", registry=registry
+        )
+
+
 class Evaluations:
     def __init__(
         self,
@@ -102,8 +130,10 @@ class Evaluations:
         holdout_fraction: float = 0.2,
         max_concurrent: int = 1,
         n_jobs: int | None = -1,
+        metrics: EvaluationMetrics | None = None,
     ) -> None:
         self._store = store
+        self.metrics = metrics or EvaluationMetrics(CollectorRegistry())
         self._datasets = datasets
         self._models = models
         self._sampler = sampler
@@ -149,12 +179,27 @@ class Evaluations:
     def run(self, request: EvaluationRequest, progress: Callable[[str, float], None]) -> Report:
         self._check(request)
         if not self._slots.acquire(blocking=False):
-            progress("waiting for another evaluation to finish", 0.0)
-            self._slots.acquire()
+            self.metrics.waiting.inc()
+            try:
+                progress("waiting for another evaluation to finish", 0.0)
+                self._slots.acquire()
+            finally:
+                self.metrics.waiting.dec()
+        self.metrics.running.inc()
         try:
-            return self._run(request, progress)
+            report = self._run(request, progress)
+        except SynthError as err:
+            self.metrics.failures.labels(err.code).inc()
+            raise
+        except Exception:
+            self.metrics.failures.labels("INTERNAL").inc()
+            raise
         finally:
+            self.metrics.running.dec()
             self._slots.release()
+        self.metrics.reports.labels(report.verdict or "none").inc()
+        self.metrics.seconds.observe(report.seconds)
+        return report
 
     def _check(self, request: EvaluationRequest) -> None:
         if bool(request.model_id) == bool(request.synthetic_dataset_id):

@@ -79,6 +79,12 @@ def test_model_report_streams_progress_and_is_stored(platform) -> None:  # type:
     assert metric(report, "tstr_roc_auc").HasField("baseline_value")
     assert report.histograms and report.correlations.real.columns and report.distances
     assert 0 <= report.fidelity_score <= 1 and report.summary
+    # The evaluator's domain metrics count the report under its verdict.
+    verdict = evaluation_pb2.Verdict.Name(report.verdict).removeprefix("VERDICT_").lower()
+    registry = running.evaluator.registry
+    assert registry.get_sample_value("synth_evaluation_reports_total", {"verdict": verdict}) >= 1
+    assert registry.get_sample_value("synth_evaluation_seconds_count") >= 1
+    assert registry.get_sample_value("synth_evaluation_running") == 0
 
     with grpc.insecure_channel(running.evaluator.address) as channel:
         stub = evaluation_pb2_grpc.EvaluationServiceStub(channel)
