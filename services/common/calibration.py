@@ -21,7 +21,7 @@ touched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,9 @@ class MarginCalibration:
 
     def __contains__(self, name: object) -> bool:
         return name in self._columns
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
 
     @classmethod
     def fit(cls, real: pd.DataFrame, synthetic: pd.DataFrame, discrete: Sequence[str]) -> MarginCalibration:

@@ -11,9 +11,9 @@ from typing import TypeVar
 from services.common.errors import SynthError
 from services.common.logs import configure_logging
 from services.common.server import SynthServer, stop_on_signals
-from services.common.settings import ServerSettings, from_env
+from services.common.settings import BackendSettings, check_bind, from_env
 
-S = TypeVar("S", bound=ServerSettings)
+S = TypeVar("S", bound=BackendSettings)
 
 
 def serve(service: str, settings_cls: type[S], prefix: str, build: Callable[[S], SynthServer]) -> int:
@@ -24,6 +24,14 @@ def serve(service: str, settings_cls: type[S], prefix: str, build: Callable[[S],
         return 2
     configure_logging(service, settings.log_level, settings.log_format)
     log = logging.getLogger(f"services.{service}")
+    try:
+        warning = check_bind(settings, prefix)
+    except SynthError as err:  # open to any caller: a bind that needs mTLS or an explicit opt-in
+        log.error("refusing to start", extra={"reason": err.reason})
+        sys.stderr.write(f"{service}: refusing to start: {err}\n")
+        return 2
+    if warning:
+        log.warning("insecure bind allowed", extra={"detail": warning})
     stop = stop_on_signals()
     try:
         server = build(settings)

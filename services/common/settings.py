@@ -6,13 +6,14 @@ environment at import time. Defaults run locally with no setup.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 
 T = TypeVar("T")
 
@@ -54,6 +55,50 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         check_tls_files("TLS_", self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+
+@dataclass(frozen=True)
+class BackendSettings(ServerSettings):
+    """What the backends (trainer, sampler, evaluator) add: they have no API keys
+    of their own, so off loopback only mutual TLS keeps unknown callers out."""
+
+    # Serve on a non-loopback address without mutual TLS. Refused unless true:
+    # set it only where something else admits nothing but the gateway (and the
+    # evaluator, for the sampler), e.g. a Kubernetes NetworkPolicy (k8s/base).
+    allow_insecure_bind: bool = False
+
+
+def check_bind(settings: BackendSettings, prefix: str) -> str:
+    """Refuse (``FailedPrecondition``) a backend that would accept calls from any
+    host: bound to a non-loopback address without mutual TLS and without
+    ``<prefix>ALLOW_INSECURE_BIND``. Returns "" when safe, or a warning to log
+    when the opt-in let an insecure bind through."""
+    if is_loopback(settings.host) or (settings.tls_cert_file and settings.tls_client_ca_file):
+        return ""
+    what = (
+        f"TLS that accepts any client (no {prefix}TLS_CLIENT_CA_FILE)"
+        if settings.tls_cert_file
+        else "plaintext, with no client authentication"
+    )
+    if settings.allow_insecure_bind:
+        return f"listening on {settings.host} with {what}: {prefix}ALLOW_INSECURE_BIND=true says callers are restricted"
+    raise FailedPrecondition(
+        f"refusing to listen on {settings.host} with {what}: any host that reaches the port could call it. "
+        f"Serve mutual TLS ({prefix}TLS_CERT_FILE, {prefix}TLS_KEY_FILE and {prefix}TLS_CLIENT_CA_FILE; "
+        f"docs/DEPLOY.md), bind 127.0.0.1 ({prefix}HOST), or, where a firewall or NetworkPolicy admits only "
+        f"the gateway, set {prefix}ALLOW_INSECURE_BIND=true",
+        reason="INSECURE_BIND",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP (127.0.0.0/8, ::1); "" and 0.0.0.0 are every address."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_tls_files(prefix: str, cert: str, key: str, client_ca: str = "") -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.settings import ServerSettings, check_tls_files
+from services.common.settings import BackendSettings, check_tls_files
 
 ENV_PREFIX = "SYNTH_EVALUATOR_"
 
 
 @dataclass(frozen=True)
-class EvaluatorSettings(ServerSettings):
+class EvaluatorSettings(BackendSettings):
     port: int = 50053
     metrics_port: int = 9103
     # Where to draw synthetic rows from when a report names a model.

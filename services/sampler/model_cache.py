@@ -7,6 +7,11 @@ compared (names, sizes, modification times) with those the loaded copy was read
 from: any change reloads the model, which verifies every file again, so an
 altered model is refused instead of served from memory. Only then is the loaded
 copy reused.
+
+A freshly loaded model is also checked against its metadata: every file can pass
+its checksum (a manifest re-hashed after an edit, a faulty migration) and the
+files still name different columns. That is DATA_LOSS, naming the columns, before
+a row is generated, not a KeyError deep in the row typing (INTERNAL).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.engine.artifact import load_model
+from services.common.codec import NOT_LEARNED
+from services.common.engine.artifact import CALIBRATION_FILE, SUPPORT_FILE, load_model
 from services.common.engine.model import SynthesisModel
-from services.common.errors import NotFound
+from services.common.errors import DataLoss, NotFound
 from services.common.models import ModelInfo, ModelRegistry
+from services.common.tables import ColumnInfo, ColumnKind
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,49 @@ def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
         stat = path.stat()
         out.append((path.name, stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(out))
+
+
+def check_columns_agree(model_id: str, model: SynthesisModel, info: ModelInfo) -> None:
+    """``DataLoss`` unless the model's metadata (model.json) and its artifact
+    (transformer or copula state, support and calibration) name the same columns:
+    the engine learned exactly the metadata's learned columns, every categorical
+    one as discrete, and the support and calibration rules cover only learned ones."""
+    try:
+        columns = [ColumnInfo.from_dict(c) for c in info.columns]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataLoss(
+            f"model {model_id}: model.json describes its columns unreadably ({type(err).__name__}: {err})",
+            reason="MODEL_CORRUPT",
+        ) from None
+    names = [c.name for c in columns]
+    meta = {c.name for c in columns if c.kind not in NOT_LEARNED}
+    categorical = {c.name for c in columns if c.kind == ColumnKind.CATEGORICAL}
+    learned, discrete = set(model.columns), set(model.discrete_columns)
+    problems = []
+    if len(set(names)) != len(names):
+        problems.append("model.json lists a column twice")
+    if learned - meta:
+        problems.append(f"the engine's state has {_names(learned - meta)}, which model.json does not list as learned")
+    if meta - learned:
+        problems.append(f"model.json lists {_names(meta - learned)}, which the engine's state does not have")
+    if (categorical & learned) - discrete:
+        problems.append(
+            f"model.json says {_names((categorical & learned) - discrete)} categorical; the engine learned numbers"
+        )
+    for label, rules in ((SUPPORT_FILE, model.support), (CALIBRATION_FILE, model.calibration)):
+        unknown = set(rules or ()) - learned
+        if unknown:
+            problems.append(f"{label} has rules for {_names(unknown)}, which the model did not learn")
+    if problems:
+        raise DataLoss(
+            f"model {model_id}: its files disagree about the columns ({'; '.join(problems)}), so it cannot be "
+            "sampled; train it again or restore its folder from a backup",
+            reason="MODEL_INCONSISTENT",
+        )
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(repr(n) for n in sorted(names))
 
 
 class ModelCache:
@@ -91,6 +141,7 @@ class ModelCache:
                     return entry.model, entry.info
                 self._entries.pop(model_id, None)  # stale: never served again
             model = load_model(folder, device=self._device, signing_key=self._signing_key)
+            check_columns_agree(model_id, model, info)
             size = model.size_bytes()
             with self._lock:
                 self._entries[model_id] = _Entry(model, info, size, stamp)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
-from services.common.settings import ServerSettings
+from services.common.settings import BackendSettings
 
 ENV_PREFIX = "SYNTH_SAMPLER_"
 
 
 @dataclass(frozen=True)
-class SamplerSettings(ServerSettings):
+class SamplerSettings(BackendSettings):
     port: int = 50052
     metrics_port: int = 9102
     # Most rows one SampleRows call may ask for (RESOURCE_EXHAUSTED beyond).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.settings import ServerSettings
+from services.common.settings import BackendSettings
 
 ENV_PREFIX = "SYNTH_TRAINER_"
 
 
 @dataclass(frozen=True)
-class TrainerSettings(ServerSettings):
+class TrainerSettings(BackendSettings):
     port: int = 50051
     metrics_port: int = 9101
     # Largest dataset upload accepted, in bytes (compressed and uncompressed).

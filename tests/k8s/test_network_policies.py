@@ -4,6 +4,7 @@ Kubernetes semantics: ingress of the target and egress of the source)."""
 
 from __future__ import annotations
 
+from services.common.settings import BackendSettings, check_bind
 from tests.k8s.manifests import NAMESPACE, Endpoint, Objects, allowed
 
 OUTSIDE = Endpoint("the internet", ip="203.0.113.7")
@@ -78,3 +79,34 @@ def test_every_selector_in_a_policy_selects_a_workload(objects: Objects) -> None
             assert any(all(lab.get(k) == v for k, v in match.items()) for lab in labels), (
                 f"NetworkPolicy {policy['metadata']['name']}: {selector} selects no pod"
             )
+
+
+def test_backends_pass_their_bind_check_and_plaintext_only_behind_a_policy(objects: Objects) -> None:
+    """A backend on the pod's address refuses plaintext unless ALLOW_INSECURE_BIND is
+    set (``check_bind``, what it checks at start). The manifests set it only where
+    the NetworkPolicies admit nothing but its real callers to the gRPC port; with
+    mutual TLS (production) it is off."""
+    policies = objects.of("NetworkPolicy")
+    pods = {w.name: Endpoint.pod(w.name, w.labels, NAMESPACE, w.ports) for w in objects.workloads()}
+    sources = {
+        **pods,
+        "outside": OUTSIDE,
+        "prometheus": PROMETHEUS,
+        "other-namespace": OTHER_TEAM,
+        "stranger": STRANGER,
+    }
+    callers = {"trainer": {"gateway"}, "sampler": {"gateway", "evaluator"}, "evaluator": {"gateway"}}
+    for name, expected in callers.items():
+        workload = objects.workload(name)
+        settings = workload.settings()
+        assert isinstance(settings, BackendSettings), name
+        warning = check_bind(settings, workload.target.prefix)  # raises where the service would refuse to start
+        mutual_tls = bool(settings.tls_cert_file and settings.tls_client_ca_file)
+        assert settings.allow_insecure_bind != mutual_tls, f"{name}: the opt-in is for plaintext only"
+        assert bool(warning) == settings.allow_insecure_bind, name
+        if settings.allow_insecure_bind:
+            grpc_port = workload.ports["grpc"]
+            admitted = {s for s, source in sources.items() if allowed(policies, source, pods[name], grpc_port)}
+            assert admitted == expected, f"{name}: plaintext gRPC reachable from {sorted(admitted)}"
+    if objects.workload("gateway").settings().backend_tls_cert_file:  # type: ignore[attr-defined]
+        assert not any(objects.workload(n).settings().allow_insecure_bind for n in callers)  # type: ignore[attr-defined]
