@@ -79,6 +79,24 @@ def test_requests_limits_and_a_writable_tmp(objects: Objects) -> None:
         assert mounted == {v["name"] for v in workload.pod.get("volumes", [])}, f"{workload.name}: unused volumes"
 
 
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def test_the_sampler_memory_limit_holds_its_cache_and_generation_budget(objects: Objects) -> None:
+    """Memory is bounded under concurrency only if the limit covers what the
+    sampler may hold: the idle process, the model cache and the generation
+    budget concurrent streams reserve from (bench_load: 20 x 200k rows)."""
+    sampler = next(w for w in objects.workloads() if w.name == "sampler")
+    env = {e["name"]: e.get("value") for e in sampler.container["env"]}
+    cache = int(env["SYNTH_SAMPLER_MODEL_CACHE_BYTES"])
+    generation = int(env["SYNTH_SAMPLER_GENERATION_MEMORY_MB"]) * 2**20
+    idle = 512 * 2**20
+    limit = _bytes(sampler.container["resources"]["limits"]["memory"])
+    assert idle + cache + generation <= limit
+
+
 def test_probes_are_native_grpc_probes(objects: Objects) -> None:
     for workload in objects.workloads():
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
