@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.auth import KeyStore, check_bind
 from gateway.backends import SERVICE_NAMES, Backends
-from gateway.http_api import HttpApi
+from gateway.http import HttpApi
 from gateway.proxy import PassThrough
 from gateway.settings import GatewaySettings
 from services.common.server import SynthServer
@@ -33,7 +33,7 @@ class Gateway:
             registry=registry,
             generic_handlers=[PassThrough(self.backends, self.keys, settings)],
             service_names=SERVICE_NAMES,
-            # after the drain: in-flight calls and HTTP streams still use the channels
+            # after the drain: in-flight calls still use the channels
             after_drain=[self._wait_for_http, self.backends.close],
         )
         self._http_deadline = 0.0
@@ -73,7 +73,10 @@ class Gateway:
         self.grpc.stop(grace)
 
     def _wait_for_http(self) -> None:
+        """Let HTTP requests in flight finish until the grace period ends, then
+        cancel what is left and close the HTTP side's own backend channels."""
         self.http.wait_idle(max(0.0, self._http_deadline - time.monotonic()))
+        self.http.close()
 
 
 def build_gateway(settings: GatewaySettings, registry: CollectorRegistry | None = None) -> Gateway:

@@ -19,7 +19,6 @@ import json
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from synth.v1 import datasets_pb2, evaluation_pb2, models_pb2, sampling_pb2, training_pb2
 
 from gateway.settings import GatewaySettings
@@ -121,7 +120,10 @@ def service_config(backend: str) -> str:
 
 
 class Backends:
-    """One channel per backend, shared by the gRPC pass-through and the HTTP API."""
+    """Where each backend is, and how to reach it: one shared synchronous channel
+    per backend (the gRPC pass-through), and a factory for ``grpc.aio`` channels
+    with the same target, TLS credentials and options (the HTTP side, whose
+    event loop owns and closes its own)."""
 
     NAMES = ("trainer", "sampler", "evaluator")
 
@@ -132,31 +134,16 @@ class Backends:
             "evaluator": settings.evaluator_address,
         }
         self.targets = {name: grpc_target(address) for name, address in self.addresses.items()}
-        credentials = tls.channel_credentials(
+        self._credentials = tls.channel_credentials(
             settings.backend_tls_ca_file,
             settings.backend_tls_cert_file,
             settings.backend_tls_key_file,
             setting="SYNTH_GATEWAY_BACKEND_TLS_",
         )
-        self._channels: dict[str, grpc.Channel] = {}
-        for name, target in self.targets.items():
-            options = [
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.service_config", service_config(name)),
-                # Ours, not whatever a DNS TXT record says.
-                ("grpc.service_config_disable_resolution", 1),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                # Notice dead connections under long watch streams.
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                # New replicas are found on reconnect; re-resolve at most this often.
-                ("grpc.dns_min_time_between_resolutions_ms", 5_000),
-            ]
-            self._channels[name] = tls.channel(target, credentials, options)
+        self._options = {name: channel_options(name, settings.max_message_bytes) for name in self.targets}
+        self._channels: dict[str, grpc.Channel] = {
+            name: tls.channel(target, self._credentials, self._options[name]) for name, target in self.targets.items()
+        }
 
     def channel(self, backend: str) -> grpc.Channel:
         return self._channels[backend]
@@ -165,20 +152,38 @@ class Backends:
         backend = SERVICE_BACKENDS[service]
         return backend, self._channels[backend]
 
+    def aio_channel(self, backend: str) -> grpc.aio.Channel:
+        """A new ``grpc.aio`` channel to ``backend``, configured like the shared
+        synchronous one. Call it inside the event loop that will use it; the
+        caller closes it."""
+        target, options = self.targets[backend], self._options[backend]
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self._credentials, options=options)
+
     def describe(self, backend: str) -> str:
         return f"the {backend} backend ({self.addresses[backend]})"
-
-    def health(self, timeout: float = 1.0) -> dict[str, str]:
-        """Each backend's grpc.health.v1 status name (or the error code)."""
-        out = {}
-        for name, channel in self._channels.items():
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-                out[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.RpcError as err:
-                out[name] = err.code().name if err.code() else "UNKNOWN"
-        return out
 
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()
+
+
+def channel_options(backend: str, max_message_bytes: int) -> list[tuple[str, object]]:
+    """The options of every channel to ``backend``, synchronous or asyncio."""
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.service_config", service_config(backend)),
+        # Ours, not whatever a DNS TXT record says.
+        ("grpc.service_config_disable_resolution", 1),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Notice dead connections under long watch streams.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # New replicas are found on reconnect; re-resolve at most this often.
+        ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    ]

@@ -1,9 +1,10 @@
 """The one table from gRPC status codes to HTTP status codes, and the JSON error
 body (AIP-193 style) the HTTP API answers with.
 
-The table follows google.rpc.Code's documented HTTP mapping, with one refinement
-by ErrorInfo reason: an upload over the size limit is 413, other
-RESOURCE_EXHAUSTED (a full training queue) stays 429.
+The table follows google.rpc.Code's documented HTTP mapping, refined by
+ErrorInfo reason: an upload over the size limit is 413 (other
+RESOURCE_EXHAUSTED, a full training queue, stays 429), a request body that
+stopped arriving 408.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ HTTP_STATUS: dict[str, int] = {
 HTTP_STATUS_BY_REASON: dict[str, int] = {
     "UPLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
+    # HTTP-only: a request body that stopped arriving.
+    "REQUEST_BODY_TIMEOUT": 408,
     # HTTP-only: a path that exists, with another method.
     "METHOD_NOT_ALLOWED": 405,
 }

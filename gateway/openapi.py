@@ -224,7 +224,10 @@ def openapi_document() -> dict[str, Any]:
                 "One route per synth.v1 RPC; bodies and answers are the RPC's messages in protobuf's JSON "
                 "mapping with proto field names. Authenticate with `Authorization: Bearer <key>` or "
                 "`X-API-Key: <key>` (not needed when the gateway runs open on loopback). Every answer "
-                "carries `X-Request-Id` (send your own to correlate logs).\n\n"
+                "carries `X-Request-Id` (send your own to correlate logs). A browser request that changes "
+                "something (POST, PUT, PATCH, DELETE with an `Origin`, `Sec-Fetch-*` or `Cookie` header) must "
+                "also send the gateway page's CSRF token as `X-Synth-CSRF` (403 `CSRF_TOKEN_MISSING` or "
+                "`CSRF_TOKEN_INVALID` otherwise); other callers need no token.\n\n"
                 "Errors are `{error: {code, status, message, details}}`; the HTTP status comes from the "
                 "gRPC code:\n\n| gRPC code | HTTP |\n|---|---|\n" + table + "\n" + reasons
             ),

@@ -27,10 +27,16 @@ class ApiError extends Error {
   }
 }
 
-function authHeaders(extra) {
+/* The gateway's CSRF token, filled into the page it served: every request that
+   changes something sends it back, or the gateway refuses it (403). */
+const CSRF_TOKEN = (document.querySelector('meta[name="synth-csrf"]') || {}).content || "";
+const CHANGES = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+function authHeaders(extra, method) {
   const headers = Object.assign({}, extra || {});
   const key = sessionStorage.getItem(KEY_KEY);
   if (key) headers.Authorization = `Bearer ${key}`;
+  if (CHANGES.has(method)) headers["X-Synth-CSRF"] = CSRF_TOKEN;
   return headers;
 }
 
@@ -50,7 +56,7 @@ async function errorFrom(response, sentKey) {
 
 async function request(method, path, body, headers) {
   const sentKey = sessionStorage.getItem(KEY_KEY);
-  const init = { method, headers: authHeaders(headers) };
+  const init = { method, headers: authHeaders(headers, method) };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -289,7 +295,7 @@ function uploadFile(file) {
   const xhr = new XMLHttpRequest();
   const sentKey = sessionStorage.getItem(KEY_KEY);
   xhr.open("POST", `/v1/datasets?display_name=${encodeURIComponent(name)}`);
-  for (const [k, v] of Object.entries(authHeaders({ "Content-Type": file.type || "text/csv" }))) xhr.setRequestHeader(k, v);
+  for (const [k, v] of Object.entries(authHeaders({ "Content-Type": file.type || "text/csv" }, "POST"))) xhr.setRequestHeader(k, v);
   const bar = $("upload-progress");
   bar.hidden = false; bar.value = 0;
   xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; });

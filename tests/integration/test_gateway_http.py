@@ -20,7 +20,7 @@ import pytest
 
 from gateway.backends import METHODS
 from gateway.codes import HTTP_STATUS
-from gateway.http_api import WEB_DIR
+from gateway.http import WEB_DIR
 from tests.integration.conftest import DATASETS, stored_items
 from tests.integration.test_gateway_fakes import FakeBackend, start_fake_backend, start_gateway
 
@@ -265,6 +265,29 @@ def test_an_sse_client_that_goes_away_cancels_the_backend_call() -> None:
     finally:
         gw.stop(0)
         slow.stop()
+
+
+def test_a_quiet_event_stream_gets_heartbeats_and_a_client_leaving_it_cancels_at_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from gateway.http import streams
+
+    monkeypatch.setattr(streams, "HEARTBEAT_SECONDS", 0.1)
+    quiet = start_fake_backend(epochs=3, delay=3.0)
+    gw = start_gateway(trainer=quiet.address)
+    try:
+        url = urllib.parse.urlsplit(gw.http_url)
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+        conn.request("GET", "/v1/jobs/job-0123456789abcdef/events")
+        response = conn.getresponse()
+        seen = b""
+        while b"event: queued" not in seen or b": keep-alive" not in seen:
+            seen += response.read1(4096)
+        # the stream is idle (the next event is seconds away) when the client leaves
+        response.close()
+        conn.close()
+        assert quiet.recorder.cancelled.wait(2), "the idle backend stream outlived the HTTP client"
+    finally:
+        gw.stop(0)
+        quiet.stop()
 
 
 def test_sample_download_streams_csv(gateway, fake) -> None:  # type: ignore[no-untyped-def]
