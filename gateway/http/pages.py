@@ -40,7 +40,12 @@ async def public(request: web.Request, path: str) -> web.StreamResponse | None:
         return json_response(200, ctx.openapi)
     if path == "/healthz":
         request[ROUTE_LABEL] = path
-        return json_response(200, {"status": "SERVING", "backends": await _backend_health(request, timeout=1.0)})
+        # The platform's health, not the gateway's own (its gRPC health is
+        # that, for probes): 503 DEGRADED while any backend cannot serve.
+        backends = await _backend_health(request, timeout=1.0)
+        serving = all(status == "SERVING" for status in backends.values())
+        body = {"status": "SERVING" if serving else "DEGRADED", "backends": backends}
+        return json_response(200 if serving else 503, body)
     if path == "/v1/info":
         # What the web page needs before it has a key.
         request[ROUTE_LABEL] = path

@@ -224,8 +224,10 @@ def test_a_backend_that_is_down_is_503_naming_it(trainer) -> None:  # type: igno
         down = request(gw, "GET", "/v1/reports")
         assert down.status == 503
         assert "evaluator backend (127.0.0.1:1) is unavailable" in down.json()["error"]["message"]
-        health = request(gw, "GET", "/healthz").json()
-        assert health["backends"]["trainer"] == "SERVING" and health["backends"]["evaluator"] == "UNAVAILABLE"
+        health = request(gw, "GET", "/healthz")
+        assert health.status == 503 and health.json()["status"] == "DEGRADED"
+        backends = health.json()["backends"]
+        assert backends["trainer"] == "SERVING" and backends["evaluator"] == "UNAVAILABLE"
     finally:
         gw.stop(0)
 

@@ -7,6 +7,7 @@ and half-configured TLS refuses to start."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,8 +131,15 @@ def _gateway(trainer: SynthServer, identity: Path | None, ca: Path | None) -> Ga
 
 
 def _healthz(gateway: Gateway) -> dict[str, str]:
-    with urllib.request.urlopen(gateway.http_url + "/healthz", timeout=10) as response:
-        return json.loads(response.read())["backends"]
+    """Each backend's health as the gateway sees it (503 DEGRADED when one is down)."""
+    try:
+        with urllib.request.urlopen(gateway.http_url + "/healthz", timeout=10) as response:
+            return json.loads(response.read())["backends"]
+    except urllib.error.HTTPError as err:
+        assert err.code == 503
+        body = json.loads(err.read())
+        assert body["status"] == "DEGRADED"
+        return body["backends"]
 
 
 def test_gateway_reaches_the_backend_with_its_certificate(trainer: SynthServer, certs: Path) -> None:
