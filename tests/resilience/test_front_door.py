@@ -41,7 +41,8 @@ def test_a_rebound_host_name_is_refused(gateway) -> None:  # type: ignore[no-unt
     page = request(gateway, "GET", "/", headers={"Host": "attacker.example"})
     assert page.status == 403
     for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
-        assert request(gateway, "GET", "/healthz", headers={"Host": host}).status == 200, host
+        # answered (503: the fake backends serve no health), not refused
+        assert request(gateway, "GET", "/healthz", headers={"Host": host}).status in (200, 503), host
 
 
 def page_token(gw) -> str:  # type: ignore[no-untyped-def]
@@ -65,7 +66,7 @@ def test_a_cross_site_request_cannot_change_anything(gateway) -> None:  # type: 
     )
     assert same.status == 200, same.body
     # reading is not changing: a cross-site GET is answered (the browser keeps it from the page: no CORS)
-    assert request(gateway, "GET", "/healthz", headers={"Origin": "https://attacker.example"}).status == 200
+    assert request(gateway, "GET", "/healthz", headers={"Origin": "https://attacker.example"}).status in (200, 503)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
