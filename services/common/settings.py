@@ -29,8 +29,13 @@ class ServerSettings:
     metrics_port: int = -1
     # Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
-    # Threads serving RPCs (streams hold one each while open).
+    # Threads running the (sync) servicers. A sync stream may wait in one for
+    # long (a gateway relay, an upload), so sync streams take at most three
+    # quarters of them; async streams (training watches) hold none.
     max_workers: int = 32
+    # Streams open at once, of every kind (each costs memory, not a thread).
+    # Past either bound a new stream is refused with RESOURCE_EXHAUSTED.
+    max_streams: int = 5000
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_seconds: float = 10.0
     # Seconds after which a client connection is asked to reconnect (GOAWAY;
@@ -55,6 +60,9 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         check_tls_files("TLS_", self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        for name in ("max_workers", "max_streams"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name.upper()} must be at least 1")
 
 
 @dataclass(frozen=True)

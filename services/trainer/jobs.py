@@ -15,6 +15,8 @@ model and updating the job is recognised at recovery (the model exists).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL_STATES = {SUCCEEDED, FAILED, CANCELLED}
 TERMINAL_EVENTS = {"succeeded", "failed", "cancelled"}
+_WATCH_RECHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -104,6 +107,43 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+class _Wakeups:
+    """Wakes async watchers, each waiting on an event of its own event loop,
+    from any thread: one ``call_soon_threadsafe`` per loop, not per watcher."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # never held across I/O: the loops take it too
+        self._events: dict[asyncio.AbstractEventLoop, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def subscription(self) -> Iterator[asyncio.Event]:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            self._events.setdefault(loop, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                waiting = self._events.get(loop, set())
+                waiting.discard(event)
+                if not waiting:
+                    self._events.pop(loop, None)
+
+    def notify(self) -> None:
+        with self._lock:
+            loops = list(self._events)
+        for loop in loops:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake, loop)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            events = list(self._events.get(loop, ()))
+        for event in events:
+            event.set()
+
+
 class JobManager:
     """Owns every job: creates, queues, runs (``concurrency`` worker threads),
     cancels, and serves event logs to watchers."""
@@ -120,7 +160,7 @@ class JobManager:
         self._run_job = run_job
         self._max_queued = max_queued
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._wakeups = _Wakeups()  # watchers wait on event loops, holding no thread
         self._logs: dict[str, _EventLog] = {}
         self._running: dict[str, _Running] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -150,8 +190,7 @@ class JobManager:
         """Ask running jobs to stop at their next step (they checkpoint and stay
         resumable), and wait for the workers."""
         self._stopping.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._wakeups.notify()
         for _ in self._workers:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
@@ -185,7 +224,6 @@ class JobManager:
                     return self.get(job.id)  # a retry in another process queued it first
             self._logs[job.id] = _EventLog(self._store.existing("jobs", job.id) / "events.jsonl")
             self._queue.put(job.id)
-            self._changed.notify_all()
         log.info("job queued", extra={"job_id": job.id, "dataset_id": dataset_id})
         return job
 
@@ -215,36 +253,45 @@ class JobManager:
             self._event(job.id, "cancelled", epochs_completed=job.epochs_completed)
             return job
 
-    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+    async def watch(self, job_id: str, after_sequence: int) -> AsyncGenerator[dict[str, Any], None]:
         """Events with sequence > ``after_sequence``, then live ones, until the
-        terminal event, the client leaving, or server shutdown."""
+        terminal event or server shutdown (or the caller closing it: a cancelled
+        call). Waits on the event loop, holding no thread."""
         if after_sequence < 0:
             raise InvalidArgument(
                 "after_sequence must not be negative",
                 violations=[FieldViolation("after_sequence", "must be >= 0")],
             )
-        self.get(job_id)  # NOT_FOUND for unknown jobs
+        # File reads (and the lock, which a worker holds while it fsyncs): off the loop.
+        events = await asyncio.to_thread(self._watched_log, job_id)
         sent = after_sequence
-        while True:
-            with self._changed:
-                events = self._log(job_id)
-                while len(events.events) <= sent and not events.finished:
-                    if not is_active():
+        with self._wakeups.subscription() as changed:
+            while True:
+                changed.clear()
+                # One writer appends; a slice of a list is a consistent snapshot.
+                batch = events.events[sent:]
+                if not batch:
+                    if events.finished:  # the client has everything already
                         return
                     if self._stopping.is_set():
                         raise Unavailable(
                             f"the trainer is shutting down; reattach with after_sequence={sent}",
                             reason="SHUTTING_DOWN",
                         )
-                    self._changed.wait(timeout=0.5)
-                batch = events.events[sent:]
-            for event in batch:
-                yield event
-                sent = event["sequence"]
-                if event["type"] in TERMINAL_EVENTS:
-                    return
-            if not batch:  # finished, and the client has everything already
-                return
+                    # A wakeup comes with every event; the timeout only guards against a lost one.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), _WATCH_RECHECK_SECONDS)
+                    continue
+                for event in batch:
+                    yield event
+                    sent = event["sequence"]
+                    if event["type"] in TERMINAL_EVENTS:
+                        return
+
+    def _watched_log(self, job_id: str) -> _EventLog:
+        self.get(job_id)  # NOT_FOUND for unknown jobs
+        with self._lock:
+            return self._log(job_id)
 
     # ---- worker -----------------------------------------------------------
     def _work(self) -> None:
@@ -308,10 +355,10 @@ class JobManager:
         return self._logs[job_id]
 
     def _event(self, job_id: str, kind: str, **data: Any) -> dict[str, Any]:
-        with self._changed:
+        with self._lock:
             event = self._log(job_id).append(kind, **data)
-            self._changed.notify_all()
-            return event
+        self._wakeups.notify()
+        return event
 
     def job_folder(self, job_id: str) -> Path:
         return self._store.existing("jobs", job_id)

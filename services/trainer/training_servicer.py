@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -197,9 +198,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     def CancelTrainingJob(self, request, context):  # type: ignore[no-untyped-def]
         return training_pb2.CancelTrainingJobResponse(job=job_to_proto(self._trainer.jobs.cancel(request.job_id)))
 
-    def WatchTraining(self, request, context: grpc.ServicerContext):  # type: ignore[no-untyped-def]
-        for event in self._trainer.jobs.watch(request.job_id, request.after_sequence, context.is_active):
-            yield event_to_proto(event)
+    async def WatchTraining(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        # Async: an idle watch waits on the server's event loop, holding no thread.
+        async with contextlib.aclosing(self._trainer.jobs.watch(request.job_id, request.after_sequence)) as events:
+            async for event in events:
+                yield event_to_proto(event)
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):

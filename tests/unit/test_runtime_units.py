@@ -168,6 +168,9 @@ def test_settings_from_env_types_and_unknown_names(tmp_path) -> None:  # type: i
         from_env(TrainerSettings, ENV_PREFIX, {"SYNTH_TRAINER_PORT": "many"})
     assert "SYNTH_TRAINER_MAX_UPLOAD_BYTES" in env_names(TrainerSettings, ENV_PREFIX)
     assert ServerSettings().host == "127.0.0.1"
+    assert from_env(TrainerSettings, ENV_PREFIX, {"SYNTH_TRAINER_MAX_STREAMS": "200"}).max_streams == 200
+    with pytest.raises(InvalidArgument, match="MAX_STREAMS must be at least 1"):
+        from_env(TrainerSettings, ENV_PREFIX, {"SYNTH_TRAINER_MAX_STREAMS": "0"})
 
 
 def test_json_logs_carry_context_ids_and_extras() -> None:
