@@ -7,7 +7,7 @@
 Per dataset and engine (ctgan, tvae, copula, and auto: the bake-off plus its winner), the platform's own
 pieces run in this process, as the services run them:
 
-- intake: the file goes through ``DatasetRepository`` (upload, inferred schema, typed frame);
+- intake: the file goes through ``DatasetIntake`` and ``DatasetRepository`` (upload, inferred schema, typed frame);
 - trainer: ``split_holdout`` (20 %, stratified on the target, seeded), ``training_view``,
   ``SupportRules.fit``, and the job config a request with only ``synthesizer`` and ``preset`` gets
   (``training.effective_config``; the engine's config from ``training.final_engine_config`` /
@@ -61,15 +61,17 @@ sys.path.insert(0, str(ROOT))
 
 from services.common.calibration import MarginCalibration  # noqa: E402
 from services.common.codec import NOT_LEARNED, OutputTyper, training_view  # noqa: E402
+from services.common.dataset_store import DatasetRepository  # noqa: E402
 from services.common.engine.config import ENGINES  # noqa: E402
 from services.common.engine.model import SynthesisModel  # noqa: E402
 from services.common.holdout import split_holdout  # noqa: E402
 from services.common.quality import EvaluationInputs, Report, evaluate  # noqa: E402
 from services.common.quality.verdicts import SPECS  # noqa: E402
+from services.common.schema import ColumnInfo  # noqa: E402
 from services.common.store import ArtifactStore  # noqa: E402
 from services.common.support import SupportRules  # noqa: E402
-from services.common.tables import ColumnInfo, DatasetRepository, IntakeLimits  # noqa: E402
 from services.trainer.autoselect import Trial, choose_engine  # noqa: E402
+from services.trainer.datasets import DatasetIntake, IntakeLimits  # noqa: E402
 from services.trainer.engine import EpochStats, default_threads  # noqa: E402
 from services.trainer.synthesizers import calibrate, train_model  # noqa: E402
 from services.trainer.training import (  # noqa: E402
@@ -148,10 +150,9 @@ def load_dataset(spec: Dataset, seed: int) -> tuple[pd.DataFrame, list[ColumnInf
         path = DATASETS / spec.file
         if spec.subsample:
             path = _subsample_lines(path, spec.subsample, seed, Path(tmp))
-        repo = DatasetRepository(
-            ArtifactStore(Path(tmp) / "store", owner="bench"), IntakeLimits(max_bytes=200 * 1024 * 1024)
-        )
-        with repo.begin_upload(path.name) as upload, open(path, "rb") as fh:
+        repo = DatasetRepository(ArtifactStore(Path(tmp) / "store", owner="bench"))
+        intake = DatasetIntake(repo, IntakeLimits(max_bytes=200 * 1024 * 1024))
+        with intake.begin_upload(path.name) as upload, open(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 upload.write(chunk)
             info = upload.commit()

@@ -4,7 +4,7 @@
     python bench/bench_evaluation.py --large          # also 200k training x 200k synthetic rows of kddcup99
     python bench/bench_evaluation.py --no-sdmetrics   # ours only
 
-The tables go through the real dataset intake (DatasetRepository: upload, infer the schema, load typed
+The tables go through the real dataset intake (DatasetIntake and DatasetRepository: upload, infer the schema, load typed
 frames). Until the trainer lands, the "synthetic" rows are a stand-in: training rows resampled with
 replacement, numbers jittered by 10% of their standard deviation, 10% of category cells redrawn from the
 column's marginal (a leaky generator, so privacy numbers have something to find).
@@ -37,9 +37,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.common.dataset_store import DatasetRepository  # noqa: E402
 from services.common.quality import EvaluationInputs, evaluate  # noqa: E402
+from services.common.schema import ColumnInfo, ColumnKind  # noqa: E402
 from services.common.store import ArtifactStore  # noqa: E402
-from services.common.tables import ColumnInfo, ColumnKind, DatasetRepository, IntakeLimits  # noqa: E402
+from services.trainer.datasets import DatasetIntake, IntakeLimits  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "bench" / "results"
@@ -53,8 +55,9 @@ RESULTS = ROOT / "bench" / "results"
 def load_dataset(path: Path) -> tuple[pd.DataFrame, list[ColumnInfo]]:
     """Through the real intake: upload, infer, load typed."""
     with tempfile.TemporaryDirectory() as tmp:
-        repo = DatasetRepository(ArtifactStore(Path(tmp), owner="bench"), IntakeLimits(max_bytes=200 * 1024 * 1024))
-        with repo.begin_upload(path.name) as upload, open(path, "rb") as fh:
+        repo = DatasetRepository(ArtifactStore(Path(tmp), owner="bench"))
+        intake = DatasetIntake(repo, IntakeLimits(max_bytes=200 * 1024 * 1024))
+        with intake.begin_upload(path.name) as upload, open(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 upload.write(chunk)
             info = upload.commit()

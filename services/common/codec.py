@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.calibration import MarginCalibration
+from services.common.schema import ColumnInfo, ColumnKind
 from services.common.support import SupportRules
-from services.common.tables import ColumnInfo, ColumnKind
 
 NOT_LEARNED = {ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT}
 

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from synth.v1 import common_pb2, datasets_pb2
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.tables import ColumnInfo, ColumnKind, DatasetInfo
+from services.common.schema import ColumnInfo, ColumnKind, DatasetInfo
 
 _KIND_TO_PROTO = {
     ColumnKind.CONTINUOUS: common_pb2.COLUMN_KIND_CONTINUOUS,

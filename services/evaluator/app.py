@@ -6,10 +6,10 @@ from prometheus_client import CollectorRegistry
 from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
 from services.common import tls
+from services.common.dataset_store import DatasetRepository
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
-from services.common.tables import DatasetRepository
 from services.evaluator.evaluations import EvaluationMetrics, Evaluations
 from services.evaluator.sampler_client import SamplerClient
 from services.evaluator.servicer import EvaluationServicer

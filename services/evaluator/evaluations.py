@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common.dataset_store import DatasetRepository
 from services.common.errors import (
     Cancelled,
     FailedPrecondition,
@@ -36,8 +37,8 @@ from services.common.holdout import split_holdout
 from services.common.logs import current_context, log_context
 from services.common.models import ModelRegistry
 from services.common.quality import TASKS, EvaluationInputs, Report, check_schema, evaluate
+from services.common.schema import ColumnInfo
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
-from services.common.tables import ColumnInfo, DatasetRepository
 from services.evaluator.sampler_client import SamplerClient
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 _MAX_LISTED = 10
 

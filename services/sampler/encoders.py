@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import ipc
 
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 _NEEDS_QUOTES = r'[",\r\n]'
 _DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -78,7 +78,7 @@ def datetime_format_for_arrow(python_format: str | None) -> str:
     """The column's strftime format for Arrow's ``strftime`` on naive UTC
     seconds: ``%z`` is ``+0000`` (synthetic datetimes are UTC) and ``%f`` is
     ``000000`` (whole seconds); every other directive the intake detects
-    (``tables.DATETIME_FORMATS``) prints as Python's does (tested)."""
+    (``schema.DATETIME_FORMATS``) prints as Python's does (tested)."""
     if not python_format:
         return _DEFAULT_DATETIME_FORMAT
     return python_format.replace("%z", "+0000").replace("%f", "000000")

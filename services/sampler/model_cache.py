@@ -28,7 +28,7 @@ from services.common.engine.artifact import CALIBRATION_FILE, SUPPORT_FILE, load
 from services.common.engine.model import SynthesisModel
 from services.common.errors import DataLoss, NotFound
 from services.common.models import ModelInfo, ModelRegistry
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 log = logging.getLogger(__name__)
 

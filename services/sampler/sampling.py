@@ -35,7 +35,7 @@ from services.common.codec import OutputTyper
 from services.common.engine.model import Condition as EngineCondition
 from services.common.engine.model import SynthesisModel
 from services.common.errors import Cancelled, FailedPrecondition, FieldViolation, InvalidArgument, ResourceExhausted
-from services.common.tables import ColumnInfo
+from services.common.schema import ColumnInfo
 from services.sampler.conditions import CompiledConditions, Condition, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder
 from services.sampler.model_cache import ModelCache

@@ -7,15 +7,17 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from synth.v1 import datasets_pb2, datasets_pb2_grpc, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
+from services.common.dataset_store import DatasetRepository
 from services.common.engine.artifact import read_signing_key
 from services.common.models import ModelRegistry
 from services.common.server import ServiceBinding, SynthServer
 from services.common.store import ArtifactStore
-from services.common.tables import DatasetRepository, IntakeLimits
 from services.trainer.dataset_servicer import DatasetServicer
+from services.trainer.datasets import DatasetIntake, IntakeLimits
+from services.trainer.model_servicer import ModelServicer
 from services.trainer.settings import ENV_PREFIX, TrainerSettings
 from services.trainer.training import Trainer, TrainingMetrics
-from services.trainer.training_servicer import ModelServicer, TrainingServicer
+from services.trainer.training_servicer import TrainingServicer
 
 
 def _name(module, service: str) -> str:  # type: ignore[no-untyped-def]
@@ -28,7 +30,8 @@ def build_server(settings: TrainerSettings, registry: CollectorRegistry | None =
     registry = registry or CollectorRegistry()
     store = ArtifactStore(settings.store_dir, owner="trainer")
     store.sweep()
-    datasets = DatasetRepository(store, IntakeLimits(max_bytes=settings.max_upload_bytes, min_rows=settings.min_rows))
+    datasets = DatasetRepository(store)
+    intake = DatasetIntake(datasets, IntakeLimits(max_bytes=settings.max_upload_bytes, min_rows=settings.min_rows))
     models = ModelRegistry(store)
     trainer = Trainer(
         store,
@@ -45,7 +48,7 @@ def build_server(settings: TrainerSettings, registry: CollectorRegistry | None =
     trainer.jobs.start()
     bindings = [
         ServiceBinding(
-            DatasetServicer(datasets),
+            DatasetServicer(datasets, intake),
             datasets_pb2_grpc.add_DatasetServiceServicer_to_server,
             _name(datasets_pb2, "DatasetService"),
         ),

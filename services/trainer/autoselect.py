@@ -37,7 +37,7 @@ from services.common.engine.config import ENGINES, TrainingConfig
 from services.common.engine.model import SynthesisModel
 from services.common.quality import fidelity, utility
 from services.common.quality.encoding import ColumnSet, prepare_frames
-from services.common.tables import ColumnKind
+from services.common.schema import ColumnKind
 from services.trainer.synthesizers import calibrate, synthetic_frame, train_model
 
 log = logging.getLogger(__name__)

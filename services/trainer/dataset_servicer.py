@@ -1,4 +1,4 @@
-"""DatasetService: translate requests, call the DatasetRepository, translate back."""
+"""DatasetService: translate requests, call the dataset intake or repository, translate back."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import grpc
 from synth.v1 import datasets_pb2, datasets_pb2_grpc
 
 from services.common.convert import dataset_to_proto, kind_from_proto
+from services.common.dataset_store import DatasetRepository
 from services.common.errors import Cancelled, FieldViolation, InvalidArgument
 from services.common.logs import bind
-from services.common.tables import DatasetRepository
+from services.trainer.datasets import DatasetIntake
 
 
 class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
-    def __init__(self, repository: DatasetRepository) -> None:
+    def __init__(self, repository: DatasetRepository, intake: DatasetIntake) -> None:
         self._repo = repository
+        self._intake = intake
 
     def UploadDataset(
         self, request_iterator: Iterator[datasets_pb2.UploadDatasetRequest], context: grpc.ServicerContext
@@ -31,7 +33,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
             name: kind_from_proto(kind, f"header.kind_overrides[{name!r}]")
             for name, kind in header.kind_overrides.items()
         }
-        with self._repo.begin_upload(
+        with self._intake.begin_upload(
             header.display_name or "dataset.csv",
             encoding=header.encoding or "utf-8",
             kind_overrides=overrides,

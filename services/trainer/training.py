@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.calibration import MarginCalibration
 from services.common.codec import columns_for_training, training_view
+from services.common.dataset_store import DatasetRepository
 from services.common.engine.artifact import load_checkpoint, save_checkpoint, save_model
 from services.common.engine.config import ENGINES, TrainingConfig, engine_defaults
 from services.common.engine.device import resolve_device
@@ -35,9 +36,9 @@ from services.common.models import (
     ModelRegistry,
     fingerprint_indices,
 )
+from services.common.schema import ColumnInfo, DatasetInfo
 from services.common.store import ArtifactStore, request_key, write_json_atomic
 from services.common.support import SupportRules
-from services.common.tables import ColumnInfo, DatasetInfo, DatasetRepository
 from services.trainer.autoselect import Selection, Trial, choose_engine
 from services.trainer.engine import EpochStats, TrainingCancelled
 from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord

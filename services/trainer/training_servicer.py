@@ -1,4 +1,4 @@
-"""TrainingService and ModelService: translate, call the domain, translate back."""
+"""TrainingService: translate, call the domain, translate back (``model_to_proto`` serves ModelService too)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import contextlib
 from typing import Any
 
 import grpc
-from synth.v1 import common_pb2, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+from synth.v1 import common_pb2, models_pb2, training_pb2, training_pb2_grpc
 
 from services.common.convert import schema_to_proto, timestamp
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.models import ModelInfo, ModelRegistry
-from services.common.tables import ColumnInfo
+from services.common.models import ModelInfo
+from services.common.schema import ColumnInfo
 from services.trainer.jobs import JobRecord
 from services.trainer.training import Trainer
 
@@ -203,19 +203,3 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         async with contextlib.aclosing(self._trainer.jobs.watch(request.job_id, request.after_sequence)) as events:
             async for event in events:
                 yield event_to_proto(event)
-
-
-class ModelServicer(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-
-    def GetModel(self, request, context):  # type: ignore[no-untyped-def]
-        return models_pb2.GetModelResponse(model=model_to_proto(self._registry.get(request.model_id)))
-
-    def ListModels(self, request, context):  # type: ignore[no-untyped-def]
-        models, token = self._registry.list(request.page_size, request.page_token)
-        return models_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models], next_page_token=token)
-
-    def DeleteModel(self, request, context):  # type: ignore[no-untyped-def]
-        self._registry.delete(request.model_id)
-        return models_pb2.DeleteModelResponse()

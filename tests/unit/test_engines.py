@@ -20,8 +20,8 @@ from services.common.engine import Condition, load_model, save_model
 from services.common.engine.config import TrainingConfig, engine_defaults
 from services.common.engine.copula import GaussianCopula
 from services.common.errors import DataLoss, InvalidArgument
+from services.common.schema import ColumnInfo, ColumnKind
 from services.common.support import SupportRules
-from services.common.tables import ColumnInfo, ColumnKind
 from services.trainer import tvae
 from services.trainer.autoselect import Selection, choose_engine, trial_epochs
 from services.trainer.engine import TrainingCancelled

@@ -33,7 +33,7 @@ from services.common.quality.privacy import closer_share, identifiability, neutr
 from services.common.quality.report import MetricResult
 from services.common.quality.utility import macro_roc_auc
 from services.common.quality.verdicts import verdict_of
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 ROOT = Path(__file__).resolve().parents[2]
 ADULT = ROOT / "data" / "adult.csv"

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from services.common.codec import OutputTyper
-from services.common.tables import DATETIME_FORMATS, ColumnInfo, ColumnKind
+from services.common.schema import DATETIME_FORMATS, ColumnInfo, ColumnKind
 from services.sampler.conditions import MAX_CONDITIONS, Compare, Equals, InSet, Range, compile_conditions
 from services.sampler.encoders import ArrowEncoder, CsvEncoder, datetime_format_for_arrow
 from services.sampler.sampling import hopeless

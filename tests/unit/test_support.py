@@ -16,8 +16,8 @@ import pytest
 
 from services.common.codec import OutputTyper, training_view
 from services.common.errors import DataLoss
+from services.common.schema import ColumnInfo, ColumnKind
 from services.common.support import ColumnSupport, SupportRules
-from services.common.tables import ColumnInfo, ColumnKind
 
 ADULT = Path(__file__).resolve().parents[2] / "data" / "adult.csv"
 DAY = 86_400.0

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 __all__ = [
     "EXCLUDED_KINDS",

@@ -16,7 +16,7 @@ from services.common.quality.baseline import naive_baseline
 from services.common.quality.encoding import EXCLUDED_KINDS, ColumnSet, DistanceEncoder, prepare_frames
 from services.common.quality.report import CorrelationCharts, MetricResult, Report
 from services.common.quality.verdicts import Measured, judge, overall, resolve_thresholds
-from services.common.tables import ColumnInfo, ColumnKind
+from services.common.schema import ColumnInfo, ColumnKind
 
 __all__ = ["MIN_ROWS", "TASKS", "EvaluationInputs", "check_schema", "evaluate"]
 

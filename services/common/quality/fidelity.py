@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from services.common.quality.encoding import ColumnSet, Prepared
 from services.common.quality.report import Histogram, Matrix
-from services.common.tables import ColumnKind
+from services.common.schema import ColumnKind
 
 __all__ = [
     "FidelityNumbers",
