@@ -380,10 +380,24 @@ class SynthClient:
         )
         if seed is not None:
             request.seed = seed
-        try:
-            yield from self._sampling.SampleRows(request, timeout=timeout, metadata=self._md())
-        except grpc.RpcError as err:
-            raise SynthError.from_rpc_error(err) from None
+        waited = 0.0
+        while True:
+            received = False
+            try:
+                for message in self._sampling.SampleRows(request, timeout=timeout, metadata=self._md()):
+                    received = True
+                    yield message
+                return
+            except grpc.RpcError as err:
+                error = SynthError.from_rpc_error(err)
+            # A busy sampler (every turn taken) says when to come back. Nothing was
+            # received yet, so a retry gives the same rows; wait at most
+            # retry_wait_seconds in all.
+            pause = error.retry_after_seconds
+            if received or error.code != "RESOURCE_EXHAUSTED" or pause is None or waited >= self.retry_wait_seconds:
+                raise error
+            time.sleep(pause)
+            waited += pause
 
     def sample_frames(self, model_id: str, rows: int, **kwargs: Any) -> Iterator[Any]:
         """Synthetic rows as typed pandas DataFrames, one per chunk (memory stays flat)."""

@@ -18,6 +18,17 @@ class SynthError(Exception):
     message: str
     reason: str = ""
     violations: list[tuple[str, str]] = field(default_factory=list)
+    # ErrorInfo metadata, e.g. {"retry_after_seconds": "5"} on a busy server.
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        """How long the server asked the caller to wait before a retry, if it did."""
+        value = self.metadata.get("retry_after_seconds")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -31,7 +42,7 @@ class SynthError(Exception):
     def from_rpc_error(cls, err: grpc.RpcError) -> SynthError:
         code = err.code().name if hasattr(err, "code") and err.code() else "UNKNOWN"
         message = err.details() if hasattr(err, "details") and err.details() else str(err)
-        reason, violations = "", []
+        reason, violations, metadata = "", [], {}
         try:
             status = rpc_status.from_call(err)  # type: ignore[arg-type]
         except (ValueError, AttributeError):
@@ -41,9 +52,9 @@ class SynthError(Exception):
                 if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                     info = error_details_pb2.ErrorInfo()
                     detail.Unpack(info)
-                    reason = info.reason
+                    reason, metadata = info.reason, dict(info.metadata)
                 elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                     bad = error_details_pb2.BadRequest()
                     detail.Unpack(bad)
                     violations = [(v.field, v.description) for v in bad.field_violations]
-        return cls(code=code, message=message, reason=reason, violations=violations)
+        return cls(code=code, message=message, reason=reason, violations=violations, metadata=metadata)

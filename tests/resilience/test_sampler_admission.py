@@ -13,6 +13,8 @@ from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
 from services.common.errors import Cancelled, ResourceExhausted
 from services.sampler.sampling import PIECE_BYTES, Admission, reservation_bytes
+from synth_client import SynthClient
+from synth_client.errors import SynthError
 from tests.conftest import TinyModel
 from tests.integration.test_sampler_service import start_sampler
 
@@ -101,3 +103,28 @@ def test_admission_counts_bytes_and_lets_an_oversized_request_run_alone() -> Non
     assert got == [100]
     gate.release(100)
     assert changes[-1] == (0, 0)
+
+
+def test_the_client_comes_back_when_a_busy_sampler_says_so(tiny_model: TinyModel) -> None:
+    """SAMPLER_BUSY carries retry_after_seconds; the client waits and retries
+    (nothing was received, so the rows are the same), within its retry budget."""
+    server = start_sampler(tiny_model.store_dir, max_concurrent_samples=1, queue_seconds=0.5)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = sampling_pb2_grpc.SamplingServiceStub(channel)
+            big = sampling_pb2.SampleRowsRequest(model_id=tiny_model.model_id, row_count=5_000_000, seed=1)
+            holder = stub.SampleRows(big, timeout=60)
+            assert next(holder).WhichOneof("part") == "header"
+
+            with SynthClient(server.address, retry_wait_seconds=0) as impatient:
+                with pytest.raises(SynthError) as busy:
+                    list(impatient.sample(tiny_model.model_id, 100, seed=2))
+            assert busy.value.reason == "SAMPLER_BUSY" and busy.value.retry_after_seconds == 5
+
+            threading.Timer(2.0, holder.cancel).start()  # the turn frees while the client waits
+            with SynthClient(server.address, retry_wait_seconds=30) as patient:
+                began = time.monotonic()
+                messages = list(patient.sample(tiny_model.model_id, 100, seed=2))
+            assert messages[-1].summary.row_count == 100 and time.monotonic() - began >= 2.0
+    finally:
+        server.stop(1)
