@@ -26,15 +26,16 @@ class Gateway:
         # Before binding anything: no keys on a non-loopback address refuses to start.
         check_bind(settings.host, self.keys)
         self.backends = Backends(settings)
+        self.proxy = PassThrough(self.backends, self.keys, settings)
         self.grpc = SynthServer(
             "gateway",
             settings,
             bindings=[],
             registry=registry,
-            generic_handlers=[PassThrough(self.backends, self.keys, settings)],
+            generic_handlers=[self.proxy],
             service_names=SERVICE_NAMES,
             # after the drain: in-flight calls still use the channels
-            after_drain=[self._wait_for_http, self.backends.close],
+            after_drain=[self._wait_for_http, self.backends.close, self.proxy.aclose],
         )
         self._http_deadline = 0.0
         try:

@@ -7,8 +7,11 @@ Per call it:
   when absent (the same id the server interceptor logs with);
 - gives the backend the caller's remaining deadline, capped by the gateway's
   own backend timeout for the kind of call;
-- cancels the backend call as soon as the caller goes away
-  (``context.add_callback``), so a cancelled watch or sample stops the backend;
+- cancels the backend call as soon as the caller goes away, so a cancelled
+  watch or sample stops the backend;
+- relays server streams (watch, sample, evaluate) on the server's event loop
+  over ``grpc.aio`` channels, so an idle stream holds no thread: only the
+  server's MAX_STREAMS bounds them, as on the backends;
 - relays the backend's status, message, details (``grpc-status-details-bin``)
   and trailing metadata unchanged; a backend that cannot be reached becomes
   UNAVAILABLE with a message naming it;
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -92,8 +95,23 @@ class PassThrough(grpc.GenericRpcHandler):
         self._backends = backends
         self._keys = keys
         self._settings = settings
+        # The server loop's channels for streamed relays, made there on first use.
+        self._aio_channels: dict[str, grpc.aio.Channel] = {}
         self._handlers = {path: self._build(method) for path, method in METHODS.items()}
         self._refusals: dict[str, grpc.RpcMethodHandler] = {}
+
+    def _aio_channel(self, backend: str) -> grpc.aio.Channel:
+        """The ``grpc.aio`` channel to ``backend`` (call on the server's loop)."""
+        channel = self._aio_channels.get(backend)
+        if channel is None:
+            channel = self._aio_channels[backend] = self._backends.aio_channel(backend)
+        return channel
+
+    async def aclose(self) -> None:
+        """Close the streamed relays' channels (on the server's loop, after the drain)."""
+        channels, self._aio_channels = list(self._aio_channels.values()), {}
+        for channel in channels:
+            await channel.close()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         path = handler_call_details.method
@@ -152,11 +170,12 @@ class PassThrough(grpc.GenericRpcHandler):
             return grpc.stream_unary_rpc_method_handler(stream_unary)
 
         if not method.client_streaming:
-            stream = channel.unary_stream(method.path)
 
-            def unary_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-                args = call_args(context)
-                return _relay_stream(lambda: stream(request, **args), context, where, args["metadata"])
+            async def unary_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+                args = call_args(context)  # type: ignore[arg-type]  # the aio context has the same accessors
+                call = self._aio_channel(method.backend).unary_stream(method.path)(request, **args)
+                async for message in _relay_stream_async(call, context, where, args["metadata"]):
+                    yield message
 
             return grpc.unary_stream_rpc_method_handler(unary_stream)
 
@@ -255,6 +274,37 @@ def _relay_stream(
     if first:
         _send_initial(context, call.initial_metadata())
     context.set_trailing_metadata(_trailers(call.trailing_metadata(), metadata))
+
+
+async def _relay_stream_async(
+    call: Any, context: grpc.aio.ServicerContext, where: str, metadata: tuple[tuple[str, Any], ...]
+) -> AsyncIterator[bytes]:
+    """The backend stream's messages, then its trailers; its failure becomes
+    ours. The backend call is cancelled however this ends (the caller leaving
+    closes this generator)."""
+    first = True
+    try:
+        async for message in call:
+            if first:
+                first = False
+                await _send_initial_async(context, await call.initial_metadata())
+            yield message
+    except grpc.aio.AioRpcError as err:
+        code, details, trailers = backend_error(err, where)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            log.warning("backend unavailable", extra={"backend": where, "grpc_code": code.name})
+        await context.abort(code, details, _trailers(trailers, metadata))
+    finally:
+        call.cancel()
+    if first:
+        await _send_initial_async(context, await call.initial_metadata())
+    context.set_trailing_metadata(_trailers(tuple(await call.trailing_metadata() or ()), metadata))
+
+
+async def _send_initial_async(context: grpc.aio.ServicerContext, initial: Any) -> None:
+    pairs = tuple((k, v) for k, v in initial or () if not k.startswith(("grpc-", ":")))
+    if pairs:
+        await context.send_initial_metadata(pairs)
 
 
 def _relay_metadata(context: grpc.ServicerContext, initial: Any, trailing: Any, sent: Any) -> None:

@@ -548,7 +548,7 @@ class SynthServer:
         bindings: Sequence[ServiceBinding],
         registry: CollectorRegistry | None = None,
         on_shutdown: Sequence[Callable[[], None]] = (),
-        after_drain: Sequence[Callable[[], None]] = (),
+        after_drain: Sequence[Callable[[], Any]] = (),
         generic_handlers: Sequence[grpc.GenericRpcHandler] = (),
         service_names: Sequence[str] = (),
     ) -> None:
@@ -693,7 +693,9 @@ class SynthServer:
         self._on_loop(_wait(stopping, grace + 5))
         for hook in self._after_drain:
             try:
-                hook()
+                # A coroutine function runs on the server's loop (e.g. closing
+                # grpc.aio channels its handlers made there).
+                self._on_loop(hook()) if inspect.iscoroutinefunction(hook) else hook()
             except Exception:  # noqa: BLE001
                 log.exception("after-drain hook failed")
         if self._health_server is not None:

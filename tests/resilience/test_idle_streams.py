@@ -77,3 +77,41 @@ def test_idle_watch_streams_leave_unary_calls_and_health_fast(tmp_path) -> None:
     finally:
         if not stopped:
             server.stop(1)
+
+
+def test_idle_watch_streams_through_the_gateway_hold_no_gateway_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The gateway relays server streams on its event loop: with 8 threads it
+    carries a hundred idle watches (it took 6 when each relay held a thread),
+    its unary relays stay fast, and leaving the watches ends the backend's
+    streams too."""
+    from tests.integration.test_gateway_fakes import start_gateway
+
+    trainer = build_server(
+        TrainerSettings(
+            port=0, metrics_port=-1, store_dir=tmp_path / "store", max_workers=WORKERS, max_concurrent_jobs=0
+        )
+    ).start()
+    trainer.set_serving()
+    gateway = start_gateway(trainer=trainer.address, max_workers=WORKERS)
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            dataset = upload_bytes(channel, adult_slice(200))
+            request = training_pb2.StartTrainingRequest(
+                dataset_id=dataset.id, config=training_pb2.TrainingConfig(epochs=1)
+            )
+            job = training_pb2_grpc.TrainingServiceStub(channel).StartTraining(request, timeout=30).job
+            datasets = datasets_pb2_grpc.DatasetServiceStub(channel)
+            with IdleWatchers(gateway.address, job.id, 100) as watchers:
+                watchers.open(timeout=60)
+                assert gateway.grpc.bounds.open == 100 and gateway.grpc.bounds.open_sync == 0
+                assert trainer.bounds.open == 100
+                list_p99 = _p99(lambda: datasets.ListDatasets(datasets_pb2.ListDatasetsRequest(), timeout=5))
+                assert list_p99 < P99_LIMIT_SECONDS, f"ListDatasets p99 through the gateway {list_p99 * 1000:.1f} ms"
+            # The watchers left: the gateway cancelled each backend stream.
+            deadline = time.monotonic() + 10
+            while trainer.bounds.open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert trainer.bounds.open == 0 and gateway.grpc.bounds.open == 0
+    finally:
+        gateway.stop(1)
+        trainer.stop(1)
