@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from services.common.rpc_status import decode_rpc_error
 
 HTTP_STATUS: dict[str, int] = {
     "OK": 200,
@@ -94,24 +94,13 @@ class HttpError(Exception):
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError, message: str | None = None) -> HttpError:
         """From a failed backend call, keeping its reason and field violations."""
-        code = err.code().name if callable(getattr(err, "code", None)) and err.code() else "UNKNOWN"
-        details: list[dict[str, Any]] = []
-        reason = ""
-        try:
-            status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        except (ValueError, AttributeError):
-            status = None
-        for any_detail in status.details if status is not None else []:
-            for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
-                if any_detail.Is(kind.DESCRIPTOR):
-                    msg = kind()
-                    any_detail.Unpack(msg)
-                    entry = {"@type": "type.googleapis.com/" + kind.DESCRIPTOR.full_name}
-                    entry.update(MessageToDict(msg, preserving_proto_field_name=True))
-                    details.append(entry)
-                    if isinstance(msg, error_details_pb2.ErrorInfo):
-                        reason = msg.reason
-        trailers = err.trailing_metadata() if callable(getattr(err, "trailing_metadata", None)) else None
-        request_id = next((str(v) for k, v in trailers or () if k == "x-request-id"), "")
-        text = message or (err.details() if callable(getattr(err, "details", None)) else None) or code
-        return cls(code, text, reason=reason, details=details, request_id=request_id)
+        status = decode_rpc_error(err)
+        details = [
+            {
+                "@type": "type.googleapis.com/" + detail.DESCRIPTOR.full_name,
+                **MessageToDict(detail, preserving_proto_field_name=True),
+            }
+            for detail in status.details
+        ]
+        text = message or status.message or status.code
+        return cls(status.code, text, reason=status.reason, details=details, request_id=status.request_id)

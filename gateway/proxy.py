@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
+from synth.v1 import datasets_pb2
 
 from gateway.auth import AUTH_HEADERS, KeyStore
 from gateway.backends import METHODS, Backends, Method
@@ -44,8 +45,9 @@ log = logging.getLogger(__name__)
 
 # Never forwarded: credentials, and what the HTTP/2 transport sets itself.
 _DROP = frozenset(AUTH_HEADERS) | {"user-agent", "te", "content-type", "host", "connection"}
-# UploadDatasetRequest's `chunk` (field 2, length-delimited): tag byte 0x12.
-_CHUNK_TAG = 0x12
+# The first byte of an UploadDatasetRequest carrying a `chunk`: its field
+# number and wire type 2 (length-delimited), read from the contract.
+_CHUNK_TAG = (datasets_pb2.UploadDatasetRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3) | 2
 
 
 class _Status(NamedTuple):

@@ -27,6 +27,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from synth.v1 import common_pb2
 
+from services.common import labels
 from synth_client.client import SynthClient
 from synth_client.errors import SynthError
 from synth_client.local import LocalPlatform
@@ -644,18 +645,13 @@ def _show_report(report: Any, args: argparse.Namespace) -> int:
 def print_report(report: Any, *, explain: bool = False) -> None:
     from synth.v1 import evaluation_pb2
 
-    verdicts = {
-        evaluation_pb2.VERDICT_PASS: "pass",
-        evaluation_pb2.VERDICT_WARN: "warn",
-        evaluation_pb2.VERDICT_FAIL: "FAIL",
-        evaluation_pb2.VERDICT_NOT_APPLICABLE: "n/a",
-    }
-    categories = {
-        evaluation_pb2.METRIC_CATEGORY_UTILITY: "utility",
-        evaluation_pb2.METRIC_CATEGORY_FIDELITY: "fidelity",
-        evaluation_pb2.METRIC_CATEGORY_PRIVACY: "privacy",
-    }
-    print(f"report {report.id}: {verdicts.get(report.verdict, '?')}")
+    shown = {"fail": "FAIL", "not_applicable": "n/a"}  # a failure stands out in a terminal
+
+    def verdict(number: int) -> str:
+        text = labels.label(evaluation_pb2.Verdict, number) or "?"
+        return shown.get(text, text)
+
+    print(f"report {report.id}: {verdict(report.verdict)}")
     print(f"  {report.summary}")
     if report.engine:
         print(
@@ -678,13 +674,13 @@ def print_report(report: Any, *, explain: bool = False) -> None:
             continue  # per-column details: in --json, --html and the web page
         rows.append(
             [
-                categories.get(m.category, "?"),
+                labels.label(evaluation_pb2.MetricCategory, m.category) or "?",
                 m.name,
                 f"{m.value:.3f}",
                 f"{m.baseline_value:.3f}" if m.HasField("baseline_value") else "-",
                 f"{m.holdout_value:.3f}" if m.HasField("holdout_value") else "-",
                 ("≥ " if m.higher_is_better else "≤ ") + f"{m.threshold:.3f}",
-                verdicts.get(m.verdict, "?"),
+                verdict(m.verdict),
             ]
         )
     _print_table(["CATEGORY", "METRIC", "SYNTHETIC", "NAIVE BASELINE", "REAL HOLDOUT", "THRESHOLD", "VERDICT"], rows)
@@ -726,7 +722,7 @@ def _cmd_jobs_list(args: argparse.Namespace) -> int:
         [
             j.id,
             j.dataset_id,
-            training_pb2.JobState.Name(j.state).removeprefix("JOB_STATE_").lower(),
+            labels.label(training_pb2.JobState, j.state),
             f"{j.epochs_completed}/{j.config.epochs}",
             j.model_id,
             j.error_message[:40],
@@ -825,7 +821,7 @@ def _print_dataset(d: Any) -> None:
     print(f"  {d.row_count} rows x {d.column_count} columns, {d.size_bytes / 1e6:.1f} MB, {d.fingerprint[:23]}…")
     rows = []
     for c in d.schema.columns:
-        kind = common_pb2.ColumnKind.Name(c.kind).removeprefix("COLUMN_KIND_").lower()
+        kind = labels.label(common_pb2.ColumnKind, c.kind)
         detail = ""
         if c.HasField("minimum"):
             detail = f"{c.minimum:g} .. {c.maximum:g}"

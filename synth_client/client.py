@@ -26,6 +26,7 @@ from synth.v1 import (
     training_pb2_grpc,
 )
 
+from services.common import labels
 from synth_client.errors import SynthError
 
 DEFAULT_ADDRESSES = {
@@ -268,11 +269,7 @@ class SynthClient:
             epochs=epochs,
             batch_size=batch_size,
             target_column=target_column,
-            device={
-                "auto": common_pb2.DEVICE_AUTO,
-                "cpu": common_pb2.DEVICE_CPU,
-                "cuda": common_pb2.DEVICE_CUDA,
-            }[device],
+            device=labels.value(common_pb2.Device, device),
             **config,
         )
         if seed is not None:

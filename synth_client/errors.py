@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from services.common.rpc_status import decode_rpc_error
 
 
 @dataclass
@@ -40,21 +40,11 @@ class SynthError(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> SynthError:
-        code = err.code().name if hasattr(err, "code") and err.code() else "UNKNOWN"
-        message = err.details() if hasattr(err, "details") and err.details() else str(err)
-        reason, violations, metadata = "", [], {}
-        try:
-            status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        except (ValueError, AttributeError):
-            status = None
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    reason, metadata = info.reason, dict(info.metadata)
-                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    violations = [(v.field, v.description) for v in bad.field_violations]
-        return cls(code=code, message=message, reason=reason, violations=violations, metadata=metadata)
+        status = decode_rpc_error(err)
+        return cls(
+            code=status.code,
+            message=status.message,
+            reason=status.reason,
+            violations=status.violations,
+            metadata=status.metadata,
+        )

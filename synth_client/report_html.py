@@ -9,17 +9,21 @@ from collections.abc import Sequence
 
 from synth.v1 import evaluation_pb2
 
-_VERDICT = {
-    evaluation_pb2.VERDICT_PASS: ("pass", "#1a7f37"),
-    evaluation_pb2.VERDICT_WARN: ("warning", "#9a6700"),
-    evaluation_pb2.VERDICT_FAIL: ("fail", "#cf222e"),
-    evaluation_pb2.VERDICT_NOT_APPLICABLE: ("n/a", "#6e7781"),
+from services.common import labels
+
+# Presentation by label; the labels themselves come from the proto descriptors.
+_VERDICT_STYLE = {
+    "pass": ("pass", "#1a7f37"),
+    "warn": ("warning", "#9a6700"),
+    "fail": ("fail", "#cf222e"),
+    "not_applicable": ("n/a", "#6e7781"),
 }
-_CATEGORY = {
-    evaluation_pb2.METRIC_CATEGORY_UTILITY: "Utility",
-    evaluation_pb2.METRIC_CATEGORY_FIDELITY: "Fidelity",
-    evaluation_pb2.METRIC_CATEGORY_PRIVACY: "Privacy",
-}
+
+
+def _verdict(number: int) -> tuple[str, str]:
+    return _VERDICT_STYLE.get(labels.label(evaluation_pb2.Verdict, number), ("?", "#6e7781"))
+
+
 _SERIES = (("real", "#1f6feb"), ("synthetic", "#fb8500"), ("baseline", "#8c959f"))
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328;padding:0 1rem}
@@ -33,7 +37,7 @@ vertical-align:top}th{font-weight:600}.num{text-align:right;font-variant-numeric
 
 
 def render_report(report: evaluation_pb2.Report) -> str:
-    verdict, color = _VERDICT.get(report.verdict, ("?", "#6e7781"))
+    verdict, color = _verdict(report.verdict)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Synthetic data report {_e(report.id)}</title><style>{_STYLE}</style></head><body>",
@@ -62,15 +66,16 @@ def render_report(report: evaluation_pb2.Report) -> str:
         f"utility <b>{report.utility_score:.2f}</b>, fidelity <b>{report.fidelity_score:.2f}</b>, "
         f"privacy <b>{report.privacy_score:.2f}</b>.</p>",
     ]
-    for category, title in _CATEGORY.items():
-        metrics = [m for m in report.metrics if m.category == category]
+    for category in labels.labels(evaluation_pb2.MetricCategory):
+        title = category.capitalize()
+        metrics = [m for m in report.metrics if labels.label(evaluation_pb2.MetricCategory, m.category) == category]
         if not metrics:
             continue
         parts.append(f"<h2>{title}</h2><table><tr><th>metric</th><th class='num'>synthetic</th>")
         parts.append("<th class='num'>naive baseline</th><th class='num'>real holdout</th>")
         parts.append("<th class='num'>threshold</th><th>verdict</th><th>what it means</th></tr>")
         for m in metrics:
-            name, badge_color = _VERDICT.get(m.verdict, ("?", "#6e7781"))
+            name, badge_color = _verdict(m.verdict)
             baseline = f"{m.baseline_value:.3f}" if m.HasField("baseline_value") else "–"
             holdout = f"{m.holdout_value:.3f}" if m.HasField("holdout_value") else "–"
             sign = "≥" if m.higher_is_better else "≤"

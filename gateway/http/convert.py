@@ -18,6 +18,7 @@ from synth.v1 import common_pb2, datasets_pb2
 
 from gateway.codes import HttpError
 from gateway.routes import Route
+from services.common import labels
 
 MAX_JSON_BODY = 1 << 20
 # Seconds a request body may send nothing before the request is given up (408).
@@ -134,11 +135,7 @@ def _query_value(field: FieldDescriptor, values: list[str]) -> Any:
     return value
 
 
-_KIND_NAMES = {
-    name.removeprefix("COLUMN_KIND_").lower(): value
-    for name, value in common_pb2.ColumnKind.items()
-    if value != common_pb2.COLUMN_KIND_UNSPECIFIED
-}
+_KIND_NAMES = {name: labels.value(common_pb2.ColumnKind, name) for name in labels.labels(common_pb2.ColumnKind)}
 
 
 def upload_header(fields: Mapping[str, list[str]], length: int | None) -> datasets_pb2.UploadDatasetHeader:

@@ -9,6 +9,7 @@ import pyarrow as pa
 from synth.v1 import sampling_pb2, sampling_pb2_grpc
 
 from services.common import errors, tls
+from services.common.rpc_status import decode_rpc_error
 
 _CODES = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -49,8 +50,15 @@ class SamplerClient:
                 m.chunk.data for m in self._stub.SampleRows(request, timeout=self._timeout) if m.HasField("chunk")
             )
         except grpc.RpcError as err:
+            # The sampler's own reason and violations pass through (SAMPLER_BUSY, MODEL_INCONSISTENT…).
+            status = decode_rpc_error(err)
             kind = _CODES.get(err.code(), errors.Unavailable)
-            raise kind(f"the sampler ({self.address}) could not draw rows: {err.details()}") from None
+            raise kind(
+                f"the sampler ({self.address}) could not draw rows: {status.message}",
+                reason=status.reason,
+                violations=[errors.FieldViolation(f, d) for f, d in status.violations],
+                metadata=status.metadata,
+            ) from None
         return pa.ipc.open_stream(data).read_all().to_pandas()
 
     def close(self) -> None:

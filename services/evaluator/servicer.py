@@ -5,36 +5,30 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
 
+from services.common import labels
 from services.common.quality import Report
 from services.evaluator.evaluations import EvaluationRequest, Evaluations, Progress
 
-_TASKS = {
-    evaluation_pb2.TASK_UNSPECIFIED: "auto",
-    evaluation_pb2.TASK_AUTO: "auto",
-    evaluation_pb2.TASK_CLASSIFICATION: "classification",
-    evaluation_pb2.TASK_REGRESSION: "regression",
-}
-_TASK_TO_PROTO = {
-    "auto": evaluation_pb2.TASK_AUTO,
-    "classification": evaluation_pb2.TASK_CLASSIFICATION,
-    "regression": evaluation_pb2.TASK_REGRESSION,
-}
-_CATEGORIES = {
-    "utility": evaluation_pb2.METRIC_CATEGORY_UTILITY,
-    "fidelity": evaluation_pb2.METRIC_CATEGORY_FIDELITY,
-    "privacy": evaluation_pb2.METRIC_CATEGORY_PRIVACY,
-}
-_VERDICTS = {
-    "pass": evaluation_pb2.VERDICT_PASS,
-    "warn": evaluation_pb2.VERDICT_WARN,
-    "fail": evaluation_pb2.VERDICT_FAIL,
-    "not_applicable": evaluation_pb2.VERDICT_NOT_APPLICABLE,
-}
+
+def _enum(enum: Any, text: str) -> int:
+    """The proto number for a domain label (UNSPECIFIED for one the proto lacks)."""
+    try:
+        return labels.value(enum, text)
+    except KeyError:
+        return 0
+
+
+def _task(number: int) -> str:
+    """The domain's task label; unset means "auto", and a number this build does
+    not know stays unknown, so the evaluation refuses it (INVALID_ARGUMENT)."""
+    text = labels.label(evaluation_pb2.Task, number)
+    return "auto" if text == "unspecified" else text or f"#{number}"
 
 
 def _num(value: float | None) -> float:
@@ -50,7 +44,7 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
         model_id=report.model_id,
         synthetic_dataset_id=report.synthetic_dataset_id,
         target_column=report.target_column,
-        task=_TASK_TO_PROTO.get(report.task, evaluation_pb2.TASK_AUTO),
+        task=_enum(evaluation_pb2.Task, report.task or "auto"),
         seed=report.seed,
         training_rows=report.training_rows,
         holdout_rows=report.holdout_rows,
@@ -58,7 +52,7 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
         utility_score=_num(report.utility_score),
         fidelity_score=_num(report.fidelity_score),
         privacy_score=_num(report.privacy_score),
-        verdict=_VERDICTS.get(report.verdict, evaluation_pb2.VERDICT_UNSPECIFIED),
+        verdict=_enum(evaluation_pb2.Verdict, report.verdict),
         summary=report.summary,
         seconds=_num(report.seconds),
         next_steps=report.next_steps,
@@ -68,11 +62,11 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
     for m in report.metrics:
         metric = msg.metrics.add(
             name=m.name,
-            category=_CATEGORIES.get(m.category, evaluation_pb2.METRIC_CATEGORY_UNSPECIFIED),
+            category=_enum(evaluation_pb2.MetricCategory, m.category),
             value=_num(m.value),
             threshold=_num(m.threshold),
             higher_is_better=m.higher_is_better,
-            verdict=_VERDICTS.get(m.verdict, evaluation_pb2.VERDICT_UNSPECIFIED),
+            verdict=_enum(evaluation_pb2.Verdict, m.verdict),
             score=_num(m.score),
             explanation=m.explanation,
         )
@@ -120,7 +114,7 @@ class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             model_id=request.model_id,
             synthetic_dataset_id=request.synthetic_dataset_id,
             target_column=request.target_column,
-            task=_TASKS.get(request.task, "auto"),
+            task=_task(request.task),
             seed=request.seed if request.HasField("seed") else None,
             synthetic_rows=request.synthetic_row_count,
             thresholds=dict(request.thresholds),

@@ -31,14 +31,6 @@ def upload(page: Any, path: Path) -> None:
     page.set_input_files("#file-input", str(path))
 
 
-def implemented(url: str, path: str) -> bool:
-    try:
-        urllib.request.urlopen(url + path, timeout=10).close()
-        return True
-    except urllib.error.HTTPError as err:
-        return err.code != 501
-
-
 def unlabelled_controls(page: Any) -> list[str]:
     return page.evaluate(
         """() => [...document.querySelectorAll('input, select, textarea, button')]
@@ -202,10 +194,9 @@ def test_training_view_and_report_view_against_fake_backends(page) -> None:  # t
 
 
 def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Each stage runs as soon as its service answers; the rest skip until then."""
+    """Upload, train (reloading the page mid-way), generate with conditions and
+    download, then evaluate: the whole flow a new user follows."""
     url = platform["url"]
-    if not implemented(url, "/v1/jobs"):
-        pytest.skip("training has not landed yet (UNIMPLEMENTED)")
     page.goto(url)
     upload(page, PIMA)
     page.wait_for_selector("#schema:not([hidden])")
@@ -243,8 +234,6 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     assert page.inner_text("#train-choice").startswith("Chose "), "the automatic choice is shown"
     shot(page, "10-journey-trained")
 
-    if not implemented(url, "/v1/models"):
-        pytest.skip("the model registry has not landed yet")
     # Generate with a condition, and download.
     page.goto(url + "/#generate")
     page.wait_for_function("() => document.getElementById('gen-model').value.startsWith('mdl-')")
@@ -263,9 +252,7 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     with page.expect_download(timeout=120_000) as download_info:
         page.click("#gen-start")
     download = download_info.value
-    error = page.inner_text("#gen-error")
-    if "not landed" in error or "UNIMPLEMENTED" in error:
-        pytest.skip("sampling has not landed yet")
+    assert not page.inner_text("#gen-error")
     saved = tmp_path / "synthetic.csv"
     download.save_as(str(saved))
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
@@ -277,8 +264,6 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     assert "seed 11" in page.inner_text("#gen-status")
     shot(page, "11-journey-generated")
 
-    if not implemented(url, "/v1/reports"):
-        pytest.skip("evaluation has not landed yet (UNIMPLEMENTED)")
     # Evaluate the model against the real table.
     page.goto(url + "/#evaluate")
     page.wait_for_function("() => document.getElementById('eval-model').value.startsWith('mdl-')")

@@ -3,8 +3,9 @@ generated servicer base classes, served by real gRPC servers on 127.0.0.1:0,
 that record what reached them (metadata, deadlines, cancellation); and a
 function that starts the real gateway in-process in front of any backends.
 
-The fakes stand in for services whose bodies have not landed yet (training
-watch, sampling, evaluation); the real trainer serves DatasetService."""
+The fakes let a test control what a backend answers and when (a slow watch,
+a failing sample, a stream that stalls) and see what the gateway forwarded;
+tests that need real behaviour use the real services."""
 
 from __future__ import annotations
 
