@@ -98,7 +98,7 @@ class HttpError(Exception):
         details: list[dict[str, Any]] = []
         reason = ""
         try:
-            status = rpc_status.from_call(err)  # type: ignore[arg-type]
+            status = rpc_status.from_call(err)
         except (ValueError, AttributeError):
             status = None
         for any_detail in status.details if status is not None else []:

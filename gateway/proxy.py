@@ -230,7 +230,7 @@ def _finish_unary(
     except grpc.RpcError as err:
         _abort_with(context, err, where, metadata)
     _relay_metadata(context, future.initial_metadata(), future.trailing_metadata(), metadata)
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 def _relay_stream(
@@ -279,7 +279,7 @@ def _abort_with(context: grpc.ServicerContext, err: grpc.RpcError, where: str, s
     code, details, trailers = backend_error(err, where)
     if code == grpc.StatusCode.UNAVAILABLE:
         log.warning("backend unavailable", extra={"backend": where, "grpc_code": code.name})
-    context.abort_with_status(_Status(code, details, _trailers(trailers, sent)))  # type: ignore[arg-type]
+    context.abort_with_status(_Status(code, details, _trailers(trailers, sent)))
 
 
 def _refusal(method: Method, reason: str) -> grpc.RpcMethodHandler:

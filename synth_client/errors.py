@@ -33,7 +33,7 @@ class SynthError(Exception):
         message = err.details() if hasattr(err, "details") and err.details() else str(err)
         reason, violations = "", []
         try:
-            status = rpc_status.from_call(err)  # type: ignore[arg-type]
+            status = rpc_status.from_call(err)
         except (ValueError, AttributeError):
             status = None
         if status is not None:
