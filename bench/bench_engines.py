@@ -73,15 +73,9 @@ from services.common.support import SupportRules  # noqa: E402
 from services.trainer.autoselect import Trial, choose_engine  # noqa: E402
 from services.trainer.datasets import DatasetIntake, IntakeLimits  # noqa: E402
 from services.trainer.engine import EpochStats, default_threads  # noqa: E402
+from services.trainer.jobspec import AUTO, DEFAULT_HOLDOUT_FRACTION, ConfigOverrides, JobConfig  # noqa: E402
 from services.trainer.synthesizers import calibrate, train_model  # noqa: E402
-from services.trainer.training import (  # noqa: E402
-    AUTO,
-    DEFAULT_HOLDOUT_FRACTION,
-    PRESETS,
-    config_for_engine,
-    effective_config,
-    final_engine_config,
-)
+from services.trainer.training import PRESETS, config_for_engine, effective_config, final_engine_config  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "bench" / "results"
@@ -192,9 +186,9 @@ def prepare(spec: Dataset, seed: int) -> Prepared:
 # ---------------------------------------------------------------------------------------------
 
 
-def job_config(synthesizer: str, preset: str, seed: int, target: str, columns: list[str]) -> dict[str, Any]:
+def job_config(synthesizer: str, preset: str, seed: int, target: str, columns: list[str]) -> JobConfig:
     """The config a job started with only these fields gets (``Trainer.effective_config``)."""
-    overrides = {"synthesizer": synthesizer, "preset": preset, "seed": seed, "target_column": target, "device": "cpu"}
+    overrides = ConfigOverrides(synthesizer=synthesizer, preset=preset, seed=seed, target_column=target, device="cpu")
     return effective_config(overrides, columns)
 
 
@@ -229,9 +223,9 @@ def train(prepared: Prepared, synthesizer: str, preset: str, seed: int, threads:
         selection = choose_engine(
             prepared.table,
             prepared.discrete,
-            cfg["target_column"],
+            cfg.target_column,
             lambda engine: config_for_engine(cfg, engine),
-            seed=int(cfg["seed"]),
+            seed=cfg.seed,
             device="cpu",
             threads=threads,
             on_trial=tried,
@@ -251,12 +245,12 @@ def train(prepared: Prepared, synthesizer: str, preset: str, seed: int, threads:
     return {
         "model": model,
         # as the trainer does before it publishes the model
-        "calibration": calibrate(model, prepared.table, prepared.discrete, int(cfg["seed"]) + 1),
+        "calibration": calibrate(model, prepared.table, prepared.discrete, cfg.seed + 1),
         "engine": config.synthesizer,
         "config": config.to_dict(),
         "train_seconds": ended - began,
         "final_train_seconds": ended - final_began,
-        "epochs_trained": int(model.metadata.epochs_trained),  # type: ignore[attr-defined]
+        "epochs_trained": int(model.metadata.epochs_trained),
         "selection": selection.to_dict() if selection is not None else None,
     }
 

@@ -202,7 +202,7 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
 def _descriptor(full_name: str) -> Descriptor:
     from google.protobuf import symbol_database
 
-    return symbol_database.Default().GetSymbol(full_name).DESCRIPTOR  # type: ignore[no-any-return]
+    return symbol_database.Default().GetSymbol(full_name).DESCRIPTOR
 
 
 def openapi_document() -> dict[str, Any]:

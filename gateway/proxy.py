@@ -174,7 +174,7 @@ class PassThrough(grpc.GenericRpcHandler):
         if not method.client_streaming:
 
             async def unary_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-                args = call_args(context)  # type: ignore[arg-type]  # the aio context has the same accessors
+                args = call_args(context)  # the aio context has the same accessors
                 call = self._aio_channel(method.backend).unary_stream(method.path)(request, **args)
                 async for message in _relay_stream_async(call, context, where, args["metadata"]):
                     yield message
@@ -251,7 +251,7 @@ def _finish_unary(
     except grpc.RpcError as err:
         _abort_with(context, err, where, metadata)
     _relay_metadata(context, future.initial_metadata(), future.trailing_metadata(), metadata)
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 def _relay_stream(
@@ -331,7 +331,7 @@ def _abort_with(context: grpc.ServicerContext, err: grpc.RpcError, where: str, s
     code, details, trailers = backend_error(err, where)
     if code == grpc.StatusCode.UNAVAILABLE:
         log.warning("backend unavailable", extra={"backend": where, "grpc_code": code.name})
-    context.abort_with_status(_Status(code, details, _trailers(trailers, sent)))  # type: ignore[arg-type]
+    context.abort_with_status(_Status(code, details, _trailers(trailers, sent)))
 
 
 def _refusal(method: Method, reason: str) -> grpc.RpcMethodHandler:

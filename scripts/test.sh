@@ -8,6 +8,9 @@ bash scripts/setup.sh --browser
 echo "==> lint"
 ruff check .
 ruff format --check .
+echo "==> types"
+# pyproject.toml [tool.mypy]: the domain strict, every type: ignore checked
+mypy services gateway synth_client
 echo "==> tests"
 mkdir -p test-artifacts
 python -m pytest -ra --durations=15 "$@"

@@ -18,7 +18,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -375,7 +375,7 @@ def _csv_head(path: Path, rows: int) -> tuple[list[str], list[list[str]]]:
         return header, [next(reader) for _ in range(rows)]
 
 
-def _progress_bar(total: int):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int) -> Callable[[int, int], None]:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="upload", leave=False, disable=None)

@@ -75,7 +75,8 @@ CONTEXT = web.AppKey("synth_http", HttpContext)
 
 
 def context(request: web.BaseRequest) -> HttpContext:
-    return request.app[CONTEXT]  # type: ignore[attr-defined,no-any-return]
+    # aiohttp hands handlers a web.Request, which has .app; the BaseRequest this module takes has not
+    return request.app[CONTEXT]  # type: ignore[attr-defined]
 
 
 def metadata(request: web.BaseRequest) -> tuple[tuple[str, str], ...]:
@@ -100,7 +101,7 @@ class ServerStream:
             return None
         read, self._next = self._next, None
         message = read.result()
-        return END if message is grpc.aio.EOF else message  # type: ignore[no-any-return]
+        return END if message is grpc.aio.EOF else message
 
     def cancel(self) -> None:
         if self._next is not None:

@@ -35,7 +35,7 @@ def message_to_json(message: Message) -> dict[str, Any]:
 
 
 def message_class(full_name: str) -> type[Message]:
-    return symbol_database.Default().GetSymbol(full_name)  # type: ignore[no-any-return]
+    return symbol_database.Default().GetSymbol(full_name)
 
 
 def media_type(request: web.BaseRequest) -> str:

@@ -84,7 +84,7 @@ async def _backend_health(request: web.Request, timeout: float) -> dict[str, str
     async def check(channel: grpc.aio.Channel) -> str:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)  # type: ignore[no-any-return]
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         except grpc.aio.AioRpcError as err:
             return err.code().name if err.code() else "UNKNOWN"
 

@@ -168,7 +168,7 @@ class HttpApi:
             self._socket.close()
 
 
-class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _ServerLog(logging.LoggerAdapter):
     """aiohttp's server log, with a request it cannot parse (aiohttp answers it
     with a plain 400) as one warning line instead of a traceback."""
 

@@ -38,8 +38,8 @@ async def watch(request: web.Request, route: Route, params: dict[str, str]) -> w
     """WatchTraining as SSE, resumable with ``Last-Event-ID``; ends after the terminal event."""
     message = await request_message(request, route, params)
     last_id = (request.headers.get("Last-Event-ID") or "").strip()
-    if last_id.isdigit() and int(last_id) > message.after_sequence:  # type: ignore[attr-defined]
-        message.after_sequence = int(last_id)  # type: ignore[attr-defined]
+    if last_id.isdigit() and int(last_id) > message.after_sequence:
+        message.after_sequence = int(last_id)
     return await _relay_events(request, route, message, terminal=_TRAINING_TERMINAL)
 
 
@@ -57,7 +57,7 @@ async def evaluate(request: web.Request, route: Route, params: dict[str, str]) -
         stream.cancel()
     if final is None:
         raise HttpError("INTERNAL", "the evaluator ended without a report")
-    return json_response(200, message_to_json(final))  # type: ignore[arg-type]
+    return json_response(200, message_to_json(final))
 
 
 async def _next(request: web.Request, route: Route, stream: ServerStream, timeout: float | None) -> Any:

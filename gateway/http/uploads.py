@@ -178,12 +178,12 @@ async def _send(
         # The body arrived whole: say so, or the trainer could store a cut-off stream.
         await call.write(datasets_pb2.UploadDatasetRequest(end=datasets_pb2.UploadDatasetEnd(total_bytes=sent)))
         await call.done_writing()
-        return await call  # type: ignore[no-any-return]
+        return await call
     except asyncio.InvalidStateError:
         # The trainer answered before the body ended (a refusal, or a retried
         # request id it already stored): its answer is the answer.
         try:
-            return await call  # type: ignore[no-any-return]
+            return await call
         except grpc.aio.AioRpcError as err:
             raise ctx.rpc_error(request, route, err) from None
     except grpc.aio.AioRpcError as err:

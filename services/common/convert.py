@@ -16,7 +16,7 @@ _KIND_TO_PROTO = {
     ColumnKind.IDENTIFIER: common_pb2.COLUMN_KIND_IDENTIFIER,
     ColumnKind.FREE_TEXT: common_pb2.COLUMN_KIND_FREE_TEXT,
 }
-_PROTO_TO_KIND = {v: k for k, v in _KIND_TO_PROTO.items()}
+_PROTO_TO_KIND: dict[int, ColumnKind] = {v: k for k, v in _KIND_TO_PROTO.items()}
 
 
 def kind_from_proto(value: int, field: str) -> ColumnKind:

@@ -181,7 +181,7 @@ def is_blank_row(row: list[str]) -> bool:
 
 def parse_datetimes(values: pd.Series, fmt: str, *, errors: str) -> pd.Series:
     """Parse with ``fmt`` into naive UTC datetime64[ns]; NaN stays NaT."""
-    parsed = pd.to_datetime(values, format=fmt, errors=errors, utc=True)  # type: ignore[call-overload]
+    parsed = pd.to_datetime(values, format=fmt, errors=errors, utc=True)
     return parsed.dt.tz_localize(None)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Any
 
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -28,8 +29,9 @@ def label(enum: EnumTypeWrapper, value: int) -> str:
     return entry.name.removeprefix(_prefix(descriptor)).lower() if entry is not None else ""
 
 
-def value(enum: EnumTypeWrapper, text: str) -> int:
-    """The number for a label ("pass" → VERDICT_PASS); KeyError naming the choices."""
+def value(enum: EnumTypeWrapper, text: str) -> Any:
+    """The number for a label ("pass" → VERDICT_PASS); KeyError naming the choices.
+    (Any: each generated enum has its own value type, an int.)"""
     descriptor = enum.DESCRIPTOR
     name = _prefix(descriptor) + text.upper()
     entry = descriptor.values_by_name.get(name)

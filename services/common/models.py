@@ -87,7 +87,7 @@ class ModelRegistry:
         info = self.get(model_id)
         _check_against_manifest(self.folder(model_id), HOLDOUT_FILE, model_id)
         try:
-            indices = np.load(self.folder(model_id) / HOLDOUT_FILE, allow_pickle=False)
+            indices: np.ndarray = np.load(self.folder(model_id) / HOLDOUT_FILE, allow_pickle=False)
         except (OSError, ValueError) as err:
             why = _why(err)
             raise DataLoss(f"model {model_id}: holdout indices unreadable ({why})", reason="MODEL_CORRUPT") from None

@@ -161,7 +161,11 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         self._bounds = bounds
         self._pool = pool
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -516,7 +520,7 @@ class _Status(NamedTuple):
 def _with_trailer(status: grpc.Status, pair: tuple[str, str]) -> grpc.Status:
     """``status`` with one more trailing metadata entry (the request id)."""
     value = _Status(status.code, status.details, (*status.trailing_metadata, pair))
-    return value  # type: ignore[return-value]  # duck-typed like grpc_status's own
+    return value  # duck-typed like grpc_status's own
 
 
 def _code_name(context: grpc.ServicerContext) -> str:
@@ -712,14 +716,14 @@ class SynthServer:
         await asyncio.sleep(0)  # its first step refuses new calls: the hooks run after that, as before
         return task
 
-    def _on_loop(self, coroutine: Awaitable[Any]) -> Any:
+    def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coroutine`` on the server's loop and wait for its result."""
         if self._loop_thread is None:
             # Not started: run the loop for this alone, in a thread (the caller's
             # may run an event loop of its own).
             with futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.service_name}-setup") as once:
                 return once.submit(self._loop.run_until_complete, coroutine).result()
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _close_loop(self) -> None:
         if self._loop_thread is not None:

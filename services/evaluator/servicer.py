@@ -16,7 +16,7 @@ from services.common.quality import Report
 from services.evaluator.evaluations import EvaluationRequest, Evaluations, Progress
 
 
-def _enum(enum: Any, text: str) -> int:
+def _enum(enum: Any, text: str) -> Any:
     """The proto number for a domain label (UNSPECIFIED for one the proto lacks)."""
     try:
         return labels.value(enum, text)
@@ -129,14 +129,20 @@ class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             else:
                 yield evaluation_pb2.EvaluateResponse(sequence=sequence, report=report_to_proto(item))
 
-    def GetReport(self, request, context):  # type: ignore[no-untyped-def]
+    def GetReport(
+        self, request: evaluation_pb2.GetReportRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.GetReportResponse:
         report = self._evaluations.reports.get(request.report_id)
         return evaluation_pb2.GetReportResponse(report=report_to_proto(report))
 
-    def ListReports(self, request, context):  # type: ignore[no-untyped-def]
+    def ListReports(
+        self, request: evaluation_pb2.ListReportsRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.ListReportsResponse:
         reports, token = self._evaluations.reports.list(request.page_size, request.page_token)
         return evaluation_pb2.ListReportsResponse(reports=[report_to_proto(r) for r in reports], next_page_token=token)
 
-    def DeleteReport(self, request, context):  # type: ignore[no-untyped-def]
+    def DeleteReport(
+        self, request: evaluation_pb2.DeleteReportRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.DeleteReportResponse:
         self._evaluations.reports.delete(request.report_id)
         return evaluation_pb2.DeleteReportResponse()

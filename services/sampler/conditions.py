@@ -294,7 +294,7 @@ def _widened(col: ColumnInfo) -> tuple[float | pd.Timestamp | None, float | pd.T
         step = pd.Timedelta(seconds=1)
     elif col.integer:
         step = 1.0
-    return (None if low is None else low - step), (None if high is None else high + step)  # type: ignore[operator]
+    return (None if low is None else low - step), (None if high is None else high + step)
 
 
 def _bound(text: str | None, col: ColumnInfo) -> float | pd.Timestamp | None:

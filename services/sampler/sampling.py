@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -206,7 +206,7 @@ class RowSampler:
         chunk_rows: int,
         typer: OutputTyper,
         encoder: CsvEncoder | ArrowEncoder,
-        rows: Iterator[pa.RecordBatch | dict[str, int]],
+        rows: Generator[pa.RecordBatch | dict[str, int], None, None],
     ) -> Iterator[Header | Chunk | Summary]:
         start = time.perf_counter()
         stats = rows.send(None)  # runs the pilot: may raise before anything is sent
@@ -241,7 +241,7 @@ class RowSampler:
         steer: int | None,
         is_active: Callable[[], bool],
         reserve: int,
-    ) -> Iterator[pa.RecordBatch | dict[str, int]]:
+    ) -> Generator[pa.RecordBatch | dict[str, int], None, None]:
         """A generator: first ``send(None)`` waits for a turn (reserving
         ``reserve`` bytes of the budget), runs the pilot and returns the live
         stats dict; then it yields accepted typed rows until ``n`` are out. The

@@ -4,6 +4,8 @@ Used by ``__main__`` and by tests (which start it on 127.0.0.1:0)."""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from prometheus_client import CollectorRegistry
 from synth.v1 import datasets_pb2, datasets_pb2_grpc, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
@@ -20,7 +22,7 @@ from services.trainer.training import Trainer, TrainingMetrics
 from services.trainer.training_servicer import TrainingServicer
 
 
-def _name(module, service: str) -> str:  # type: ignore[no-untyped-def]
+def _name(module: ModuleType, service: str) -> str:
     return module.DESCRIPTOR.services_by_name[service].full_name
 
 

@@ -138,7 +138,7 @@ def choose_engine(
         seconds = time.perf_counter() - started
         fid, util = scorer.score(model, seed)
         score = fid if util is None else (fid + util) / 2
-        trial = Trial(engine, score, fid, util, seconds, int(model.metadata.epochs_trained))  # type: ignore[attr-defined]
+        trial = Trial(engine, score, fid, util, seconds, int(model.metadata.epochs_trained))
         trials.append(trial)
         log.info("bake-off trial", extra={"engine": engine, "score": round(score, 4), "seconds": round(seconds, 1)})
         if on_trial is not None:

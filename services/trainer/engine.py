@@ -161,7 +161,7 @@ def train(
     ``FailedPrecondition`` for a checkpoint of other data, ``TrainingCancelled``
     when ``should_stop`` fires.
     """
-    return run_training(  # type: ignore[no-any-return]
+    return run_training(
         _Run,
         frame,
         discrete_columns,

@@ -6,7 +6,8 @@ A job lives in ``jobs/<id>/`` in the store:
                     WatchTraining replays to a re-attaching client;
 - ``checkpoint.pt`` the last resumable engine state (tensors only).
 
-States: queued → running → succeeded | failed | cancelled. A trainer that is
+States (:class:`JobState`): queued → running → succeeded | failed | cancelled.
+Events are the dataclasses of ``services.trainer.events``. A trainer that is
 killed leaves jobs "queued" or "running"; at start-up :meth:`JobManager.recover`
 queues them again and a running one resumes from its last checkpoint.
 The model id is chosen when the job starts, so a crash between writing the
@@ -16,8 +17,9 @@ model and updating the job is recognised at recovery (the model exists).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
-import dataclasses
+import enum
 import json
 import logging
 import os
@@ -27,7 +29,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from services.common.errors import (
     FailedPrecondition,
@@ -39,22 +41,36 @@ from services.common.errors import (
 )
 from services.common.logs import log_context
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, write_json_atomic
+from services.trainer.events import JobCancelled, JobFailed, JobQueued, JobSucceeded, LoggedEvent, TrainingEvent
+from services.trainer.jobspec import JobConfig, JobSpec
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-TERMINAL_STATES = {SUCCEEDED, FAILED, CANCELLED}
-TERMINAL_EVENTS = {"succeeded", "failed", "cancelled"}
 _WATCH_RECHECK_SECONDS = 30.0
+
+
+class JobState(enum.StrEnum):
+    """A job's state; the values are what ``job.json`` holds."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass
 class JobRecord:
+    """A job's ``job.json``: its spec, and how far it got."""
+
     id: str
-    dataset_id: str
-    config: dict[str, Any]  # the effective config: defaults filled in, seed chosen
+    spec: JobSpec
     model_id: str  # reserved at creation; exists in the registry once succeeded
-    state: str = QUEUED
+    state: JobState = JobState.QUEUED
     epochs_completed: int = 0
     error_code: str = ""
     error_message: str = ""
@@ -63,16 +79,52 @@ class JobRecord:
     started_at: float = 0.0
     ended_at: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @property
+    def dataset_id(self) -> str:
+        return self.spec.dataset_id
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
+    @property
+    def config(self) -> JobConfig:
+        """The effective config: defaults filled in, seed chosen."""
+        return self.spec.config
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state.terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (the spec's fields at the top level, as they always were)."""
+        return {
+            "id": self.id,
+            "dataset_id": self.spec.dataset_id,
+            "config": self.spec.config.to_dict(),
+            "model_id": self.model_id,
+            "state": self.state.value,
+            "epochs_completed": self.epochs_completed,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "device": self.device,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; keys it does not know are ignored, as they always were."""
+        return cls(
+            id=str(data["id"]),
+            spec=JobSpec(dataset_id=str(data["dataset_id"]), config=JobConfig.from_dict(data["config"])),
+            model_id=str(data["model_id"]),
+            state=JobState(data.get("state", JobState.QUEUED)),
+            epochs_completed=int(data.get("epochs_completed", 0)),
+            error_code=str(data.get("error_code", "")),
+            error_message=str(data.get("error_message", "")),
+            device=str(data.get("device", "")),
+            created_at=float(data.get("created_at", 0.0)),
+            started_at=float(data.get("started_at", 0.0)),
+            ended_at=float(data.get("ended_at", 0.0)),
+        )
 
 
 class _EventLog:
@@ -80,26 +132,27 @@ class _EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.events: list[dict[str, Any]] = []
+        self.events: list[LoggedEvent] = []
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
-                    self.events.append(json.loads(line))
+                    data = json.loads(line)
                 except json.JSONDecodeError:
                     break  # a torn last line from a crash: the events before it stand
+                self.events.append(LoggedEvent.from_dict(data))
 
-    def append(self, kind: str, **data: Any) -> dict[str, Any]:
-        event = {"sequence": len(self.events) + 1, "time": time.time(), "type": kind, **data}
+    def append(self, event: TrainingEvent) -> LoggedEvent:
+        logged = LoggedEvent(sequence=len(self.events) + 1, time=time.time(), event=event)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\n")
+            fh.write(json.dumps(logged.to_dict()) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self.events.append(event)
-        return event
+        self.events.append(logged)
+        return logged
 
     @property
     def finished(self) -> bool:
-        return bool(self.events) and self.events[-1]["type"] in TERMINAL_EVENTS
+        return bool(self.events) and self.events[-1].terminal
 
 
 @dataclass
@@ -174,7 +227,7 @@ class JobManager:
         for worker in self._workers:
             worker.start()
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Queue again the jobs a previous process left unfinished (oldest first)."""
         requeued = []
         for job_id in self._store.list_ids("jobs"):
@@ -198,11 +251,11 @@ class JobManager:
             worker.join(max(0.1, deadline - time.monotonic()))
 
     # ---- requests -------------------------------------------------------
-    def create(self, dataset_id: str, config: dict[str, Any], request: RequestKey | None = None) -> JobRecord:
+    def create(self, spec: JobSpec, request: RequestKey | None = None) -> JobRecord:
         """Queue a new job. With ``request`` (looked up by ``Trainer.start``
         first), a retry that commits second gets the job the first one made."""
         with self._lock:
-            queued = sum(1 for j in self._unfinished() if j.state == QUEUED)
+            queued = sum(1 for j in self._unfinished() if j.state is JobState.QUEUED)
             if queued >= self._max_queued:
                 raise ResourceExhausted(
                     f"the training queue is full ({queued} jobs waiting, limit {self._max_queued}); "
@@ -211,27 +264,26 @@ class JobManager:
                 )
             job = JobRecord(
                 id=self._store.new_id("jobs", request),
-                dataset_id=dataset_id,
-                config=config,
+                spec=spec,
                 model_id=self._store.new_id("models"),
                 created_at=time.time(),
             )
             with self._store.staging() as staged:
                 write_json_atomic(staged / "job.json", job.to_dict())
                 events = _EventLog(staged / "events.jsonl")
-                events.append("queued", position=queued)
+                events.append(JobQueued(position=queued))
                 if not self._store.commit_once(staged, "jobs", job.id, request):
                     return self.get(job.id)  # a retry in another process queued it first
             self._logs[job.id] = _EventLog(self._store.existing("jobs", job.id) / "events.jsonl")
             self._queue.put(job.id)
-        log.info("job queued", extra={"job_id": job.id, "dataset_id": dataset_id})
+        log.info("job queued", extra={"job_id": job.id, "dataset_id": spec.dataset_id})
         return job
 
     def get(self, job_id: str) -> JobRecord:
         folder = self._store.existing("jobs", job_id)
         return JobRecord.from_dict(read_json(folder / "job.json"))
 
-    def list(self, page_size: int = 50, page_token: str = "") -> tuple[list[JobRecord], str]:
+    def list(self, page_size: int = 50, page_token: str = "") -> tuple[builtins.list[JobRecord], str]:
         ids, token = self._store.page("jobs", page_size, page_token)
         return load_page(ids, self.get), token
 
@@ -248,12 +300,12 @@ class JobManager:
                 running.cancel.set()
                 return job
             # Queued: end it now; the worker skips finished jobs.
-            job.state, job.ended_at = CANCELLED, time.time()
+            job.state, job.ended_at = JobState.CANCELLED, time.time()
             self._save(job)
-            self._event(job.id, "cancelled", epochs_completed=job.epochs_completed)
+            self._event(job.id, JobCancelled(epochs_completed=job.epochs_completed))
             return job
 
-    async def watch(self, job_id: str, after_sequence: int) -> AsyncGenerator[dict[str, Any], None]:
+    async def watch(self, job_id: str, after_sequence: int) -> AsyncGenerator[LoggedEvent, None]:
         """Events with sequence > ``after_sequence``, then live ones, until the
         terminal event or server shutdown (or the caller closing it: a cancelled
         call). Waits on the event loop, holding no thread."""
@@ -284,8 +336,8 @@ class JobManager:
                     continue
                 for event in batch:
                     yield event
-                    sent = event["sequence"]
-                    if event["type"] in TERMINAL_EVENTS:
+                    sent = event.sequence
+                    if event.terminal:
                         return
 
     def _watched_log(self, job_id: str) -> _EventLog:
@@ -320,8 +372,8 @@ class JobManager:
             log.info("job interrupted by shutdown; it resumes at next start")
             return
         except _CancelledByUser:
-            self._finish(job, CANCELLED)
-            self._event(job.id, "cancelled", epochs_completed=job.epochs_completed)
+            self._finish(job, JobState.CANCELLED)
+            self._event(job.id, JobCancelled(epochs_completed=job.epochs_completed))
             log.info("job cancelled", extra={"epochs": job.epochs_completed})
             return
         except SynthError as err:
@@ -334,16 +386,16 @@ class JobManager:
 
     def _fail(self, job: JobRecord, code: str, message: str) -> None:
         job.error_code, job.error_message = code, message
-        self._finish(job, FAILED)
-        self._event(job.id, "failed", error_code=code, error_message=message)
+        self._finish(job, JobState.FAILED)
+        self._event(job.id, JobFailed(error_code=code, error_message=message))
         log.warning("job failed", extra={"grpc_code": code})
 
-    def _finish(self, job: JobRecord, state: str) -> None:
+    def _finish(self, job: JobRecord, state: JobState) -> None:
         job.state, job.ended_at = state, time.time()
         self._save(job)
 
     # ---- helpers ------------------------------------------------------------
-    def _unfinished(self) -> list[JobRecord]:
+    def _unfinished(self) -> builtins.list[JobRecord]:
         return [j for j in (self.get(i) for i in self._store.list_ids("jobs")) if not j.finished]
 
     def _save(self, job: JobRecord) -> None:
@@ -354,11 +406,11 @@ class JobManager:
             self._logs[job_id] = _EventLog(self._store.existing("jobs", job_id) / "events.jsonl")
         return self._logs[job_id]
 
-    def _event(self, job_id: str, kind: str, **data: Any) -> dict[str, Any]:
+    def _event(self, job_id: str, event: TrainingEvent) -> LoggedEvent:
         with self._lock:
-            event = self._log(job_id).append(kind, **data)
+            logged = self._log(job_id).append(event)
         self._wakeups.notify()
-        return event
+        return logged
 
     def job_folder(self, job_id: str) -> Path:
         return self._store.existing("jobs", job_id)
@@ -382,11 +434,11 @@ class JobContext:
         self.folder = manager.job_folder(job.id)
 
     @property
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[LoggedEvent]:
         return list(self._manager._log(self.job.id).events)
 
-    def event(self, kind: str, **data: Any) -> None:
-        self._manager._event(self.job.id, kind, **data)
+    def event(self, event: TrainingEvent) -> None:
+        self._manager._event(self.job.id, event)
 
     def save(self) -> None:
         self._manager._save(self.job)
@@ -406,5 +458,5 @@ class JobContext:
 
     def succeed(self, model_id: str, training_seconds: float) -> None:
         self.job.model_id = model_id
-        self._manager._finish(self.job, SUCCEEDED)
-        self.event("succeeded", model_id=model_id, training_seconds=training_seconds)
+        self._manager._finish(self.job, JobState.SUCCEEDED)
+        self.event(JobSucceeded(model_id=model_id, training_seconds=training_seconds))

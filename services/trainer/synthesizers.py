@@ -43,7 +43,7 @@ def train_model(
     if config.synthesizer == "copula":
         return fit_copula(frame, discrete_columns, config, on_epoch=on_epoch)
     trainer = tvae_engine.train if config.synthesizer == "tvae" else ctgan_engine.train
-    return trainer(  # type: ignore[no-any-return]
+    return trainer(
         frame,
         discrete_columns,
         config,

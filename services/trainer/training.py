@@ -3,7 +3,6 @@ table, hold out rows, drive the engine, checkpoint, publish the model)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -41,31 +40,28 @@ from services.common.store import ArtifactStore, request_key, write_json_atomic
 from services.common.support import SupportRules
 from services.trainer.autoselect import Selection, Trial, choose_engine
 from services.trainer.engine import EpochStats, TrainingCancelled
-from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
+from services.trainer.events import (
+    CheckpointSaved,
+    EngineChosen,
+    EngineTried,
+    EpochCompleted,
+    JobResumed,
+    JobStarted,
+)
+from services.trainer.jobs import JobContext, JobManager, JobRecord, JobState
+from services.trainer.jobspec import AUTO, DEFAULT_HOLDOUT_FRACTION, ENGINE_FIELDS, ConfigOverrides, JobConfig, JobSpec
 from services.trainer.synthesizers import calibrate, train_model
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 SELECTION_FILE = "selection.json"
-DEFAULT_HOLDOUT_FRACTION = 0.2
-AUTO = "auto"
 SYNTHESIZERS = (AUTO, *ENGINES)
 # Time budgets of the presets, for the whole job (an automatic choice included).
 PRESETS = {"quick": 60.0, "balanced": 180.0, "best": 600.0}
 DEFAULT_PRESET = "balanced"
 # The final training keeps at least this share of the budget after a bake-off.
 _MIN_FINAL_SHARE = 0.3
-_ENGINE_FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)} - {"synthesizer"}
-_PLATFORM_FIELDS = {
-    "holdout_fraction",
-    "target_column",
-    "discrete_columns",
-    "exclude_columns",
-    "device",
-    "synthesizer",
-    "preset",
-}
 
 
 class TrainingMetrics:
@@ -116,20 +112,20 @@ class Trainer:
         self._threads = threads
         self.jobs = JobManager(store, self._run, concurrency=concurrency, max_queued=max_queued)
 
-    def start(self, dataset_id: str, overrides: dict[str, Any], request_id: str = "") -> JobRecord:
+    def start(self, dataset_id: str, overrides: ConfigOverrides, request_id: str = "") -> JobRecord:
         """Validate and queue a job; returns at once. A retry with the same
         ``request_id`` (AIP-155) gets the job the first call queued, even if
         the dataset has gone or the queue has filled up since."""
-        asked = json.dumps({"dataset_id": dataset_id, "config": overrides}, sort_keys=True, default=str)
+        asked = json.dumps({"dataset_id": dataset_id, "config": overrides.to_dict()}, sort_keys=True, default=str)
         key = request_key(request_id, hashlib.sha256(asked.encode()).hexdigest())
         earlier = self._store.find_request("jobs", key)
         if earlier is not None:
             return self.jobs.get(earlier)
         dataset = self._datasets.get(dataset_id)  # NOT_FOUND first: the clearest error
         config = self.effective_config(overrides, [c.name for c in dataset.columns])
-        return self.jobs.create(dataset_id, config, key)
+        return self.jobs.create(JobSpec(dataset_id=dataset_id, config=config), key)
 
-    def effective_config(self, overrides: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    def effective_config(self, overrides: ConfigOverrides, columns: list[str]) -> JobConfig:
         return effective_config(overrides, columns, self._default_device)
 
     # ---- running a job (on a worker thread) --------------------------------
@@ -139,33 +135,34 @@ class Trainer:
         dataset = self._datasets.get(job.dataset_id)
         frame = self._datasets.load_frame(job.dataset_id)
         train_idx, holdout_idx = split_holdout(
-            frame[cfg["target_column"]] if cfg["target_column"] else None,
+            frame[cfg.target_column] if cfg.target_column else None,
             len(frame),
-            cfg["holdout_fraction"],
-            cfg["seed"],
+            cfg.holdout_fraction,
+            cfg.seed,
         )
-        columns = columns_for_training(dataset.columns, cfg["discrete_columns"], cfg.get("exclude_columns", []))
-        table, discrete = training_view(frame.iloc[train_idx], columns, cfg["discrete_columns"])
+        columns = columns_for_training(dataset.columns, cfg.discrete_columns, cfg.exclude_columns)
+        table, discrete = training_view(frame.iloc[train_idx], columns, cfg.discrete_columns)
         support = SupportRules.fit(table, discrete)
-        device = resolve_device(cfg["device"])
+        device = resolve_device(cfg.device)
 
         checkpoint_dir = ctx.folder / CHECKPOINT_DIR
         resume_state = _read_checkpoint(checkpoint_dir, self._signing_key)
-        job.state, job.device = RUNNING, str(device)
+        job.state, job.device = JobState.RUNNING, str(device)
         job.started_at = job.started_at or time.time()
         ctx.save()
         if resume_state is None:
             ctx.event(
-                "started",
-                device=str(device),
-                training_rows=len(train_idx),
-                holdout_rows=len(holdout_idx),
-                preparation_seconds=time.perf_counter() - prep_start,
+                JobStarted(
+                    device=str(device),
+                    training_rows=len(train_idx),
+                    holdout_rows=len(holdout_idx),
+                    preparation_seconds=time.perf_counter() - prep_start,
+                )
             )
         else:
-            ctx.event("resumed", from_epoch=int(resume_state["epoch"]))
+            ctx.event(JobResumed(from_epoch=int(resume_state["epoch"])))
         selection = None
-        if cfg.get("synthesizer") == AUTO:
+        if cfg.synthesizer == AUTO:
             try:
                 selection = self._selection(ctx, table, discrete, str(device))
             except TrainingCancelled:  # a candidate was stopped: nothing of it is worth keeping
@@ -182,19 +179,20 @@ class Trainer:
             self._metrics.epochs.labels(engine_config.synthesizer).inc()
             ctx.save()
             ctx.event(
-                "epoch",
-                epoch=stats.epoch,
-                epochs=stats.epochs,
-                generator_loss=stats.generator_loss,
-                discriminator_loss=stats.discriminator_loss,
-                elapsed_seconds=elapsed,
-                eta_seconds=_eta(per_epoch, stats, elapsed, engine_config.time_budget_seconds),
-                rows_per_second=stats.rows_per_second,
+                EpochCompleted(
+                    epoch=stats.epoch,
+                    epochs=stats.epochs,
+                    generator_loss=stats.generator_loss,
+                    discriminator_loss=stats.discriminator_loss,
+                    elapsed_seconds=elapsed,
+                    eta_seconds=_eta(per_epoch, stats, elapsed, engine_config.time_budget_seconds),
+                    rows_per_second=stats.rows_per_second,
+                )
             )
 
         def on_checkpoint(state: dict[str, Any]) -> None:
             _write_checkpoint(state, checkpoint_dir, self._signing_key)
-            ctx.event("checkpoint", epoch=int(state["epoch"]))
+            ctx.event(CheckpointSaved(epoch=int(state["epoch"])))
 
         if self._store.exists("models", job.model_id):
             # A previous process published the model and died before recording it.
@@ -219,7 +217,7 @@ class Trainer:
             ctx.raise_if_stopped()
             raise
         seconds = previous_seconds + time.perf_counter() - train_start
-        calibration = calibrate(trained, table, discrete, int(cfg["seed"]) + 1)
+        calibration = calibrate(trained, table, discrete, cfg.seed + 1)
         self._publish(
             job,
             dataset,
@@ -247,21 +245,22 @@ class Trainer:
 
         def tried(trial: Trial) -> None:
             ctx.event(
-                "engine_tried",
-                engine=trial.engine,
-                score=trial.score,
-                fidelity=trial.fidelity,
-                utility=trial.utility,
-                seconds=trial.seconds,
-                epochs=trial.epochs,
+                EngineTried(
+                    engine=trial.engine,
+                    score=trial.score,
+                    fidelity=trial.fidelity,
+                    utility=trial.utility,
+                    seconds=trial.seconds,
+                    epochs=trial.epochs,
+                )
             )
 
         selection = choose_engine(
             table,
             discrete,
-            cfg["target_column"],
+            cfg.target_column,
             lambda engine: config_for_engine(cfg, engine),
-            seed=int(cfg["seed"]),
+            seed=cfg.seed,
             device=device,
             threads=self._threads,
             should_stop=ctx.should_stop,
@@ -269,7 +268,7 @@ class Trainer:
         )
         write_json_atomic(path, selection.to_dict())
         self._metrics.choices.labels(selection.winner).inc()
-        ctx.event("engine_chosen", engine=selection.winner, reason=selection.reason)
+        ctx.event(EngineChosen(engine=selection.winner, reason=selection.reason))
         return selection
 
     def _publish(
@@ -291,7 +290,7 @@ class Trainer:
         cfg = job.config
         history = [
             {"epoch": r.epoch, "generator_loss": r.generator_loss, "discriminator_loss": r.discriminator_loss}
-            for r in trained.metadata.loss_history  # type: ignore[attr-defined]
+            for r in trained.metadata.loss_history
         ]
         info = ModelInfo(
             id=job.model_id,
@@ -299,12 +298,12 @@ class Trainer:
             job_id=job.id,
             dataset_fingerprint=dataset.fingerprint,
             columns=[c.to_dict() for c in columns],
-            config=cfg,
+            config=cfg.to_dict(),
             holdout=HoldoutInfo(
                 training_rows=len(train_idx),
                 holdout_rows=len(holdout_idx),
-                split_seed=int(cfg["seed"]),
-                stratify_column=cfg["target_column"],
+                split_seed=cfg.seed,
+                stratify_column=cfg.target_column,
                 indices_fingerprint=fingerprint_indices(holdout_idx),
             ),
             loss_history=history,
@@ -313,7 +312,7 @@ class Trainer:
             library_versions=library_versions(),
             created_at=time.time(),
             engine=trained.engine,
-            epochs_trained=int(trained.metadata.epochs_trained),  # type: ignore[attr-defined]
+            epochs_trained=int(trained.metadata.epochs_trained),
             selection=selection.to_dict() if selection is not None else None,
         )
         holdout = io.BytesIO()
@@ -333,25 +332,22 @@ class Trainer:
         log.info("model published", extra={"model_id": job.model_id, "seconds": round(seconds, 2)})
 
 
-def effective_config(overrides: dict[str, Any], columns: list[str], default_device: str = "auto") -> dict[str, Any]:
+def effective_config(overrides: ConfigOverrides, columns: list[str], default_device: str = "auto") -> JobConfig:
     """A job's config from the fields a request set: defaults filled in, the seed
     chosen, the preset's budget applied; ``InvalidArgument`` naming each bad field."""
-    unknown = set(overrides) - _ENGINE_FIELDS - _PLATFORM_FIELDS
-    if unknown:
-        raise InvalidArgument(f"unknown training settings: {', '.join(sorted(unknown))}")
-    synthesizer = overrides.get("synthesizer") or AUTO
+    synthesizer = overrides.synthesizer or AUTO
     if synthesizer not in SYNTHESIZERS:
         raise InvalidArgument(
             f"synthesizer must be one of {', '.join(SYNTHESIZERS)}, got {synthesizer!r}",
             violations=[FieldViolation("config.synthesizer", f"unknown synthesizer {synthesizer!r}")],
         )
-    preset = overrides.get("preset") or ""
+    preset = overrides.preset or ""
     if preset and preset not in PRESETS:
         raise InvalidArgument(
             f"preset must be one of {', '.join(PRESETS)}, got {preset!r}",
             violations=[FieldViolation("config.preset", f"unknown preset {preset!r}")],
         )
-    engine_values = {k: v for k, v in overrides.items() if k in _ENGINE_FIELDS}
+    engine_values = overrides.engine_values()
     if not preset and "epochs" not in engine_values and not engine_values.get("time_budget_seconds"):
         preset = DEFAULT_PRESET
     if preset and not engine_values.get("time_budget_seconds"):
@@ -363,33 +359,28 @@ def effective_config(overrides: dict[str, Any], columns: list[str], default_devi
         engine_values["seed"] = secrets.randbelow(2**31)
     engine = ENGINES[0] if synthesizer == AUTO else synthesizer
     engine_config = TrainingConfig(**{**engine_defaults(engine), **engine_values, "synthesizer": engine}).validate()
-    config: dict[str, Any] = engine_config.to_dict()
-    config["synthesizer"] = synthesizer
-    config["preset"] = preset
-    # the fields the caller set: an automatic choice gives the others its winner's defaults
-    config["set_fields"] = sorted(k for k in engine_values if k != "seed")
-    config["holdout_fraction"] = float(overrides.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
-    if not 0.0 <= config["holdout_fraction"] <= 0.9:
+    holdout_fraction = float(
+        overrides.holdout_fraction if overrides.holdout_fraction is not None else DEFAULT_HOLDOUT_FRACTION
+    )
+    if not 0.0 <= holdout_fraction <= 0.9:
         raise InvalidArgument(
-            f"holdout_fraction must be between 0 and 0.9, got {config['holdout_fraction']}",
+            f"holdout_fraction must be between 0 and 0.9, got {holdout_fraction}",
             violations=[FieldViolation("config.holdout_fraction", "must be in [0, 0.9]")],
         )
-    target = overrides.get("target_column", "")
+    target = overrides.target_column or ""
     if target and target not in columns:
         raise InvalidArgument(
             f"target column {target!r} is not in the dataset (columns: {', '.join(columns)})",
             violations=[FieldViolation("config.target_column", f"unknown column {target!r}")],
         )
-    config["target_column"] = target
-    discrete = list(overrides.get("discrete_columns", []))
+    discrete = list(overrides.discrete_columns or ())
     missing = [c for c in discrete if c not in columns]
     if missing:
         raise InvalidArgument(
             f"discrete column(s) not in the dataset: {', '.join(map(repr, missing))}",
             violations=[FieldViolation("config.discrete_columns", f"unknown column {c!r}") for c in missing],
         )
-    config["discrete_columns"] = discrete
-    exclude = list(overrides.get("exclude_columns", []))
+    exclude = list(overrides.exclude_columns or ())
     problems = (
         [FieldViolation("config.exclude_columns", f"unknown column {c!r}") for c in exclude if c not in columns]
         + [
@@ -407,34 +398,41 @@ def effective_config(overrides: dict[str, Any], columns: list[str], default_devi
         problems.append(FieldViolation("config.exclude_columns", "at least one column must be learned"))
     if problems:
         raise InvalidArgument("bad exclude_columns: " + "; ".join(p.description for p in problems), violations=problems)
-    config["exclude_columns"] = exclude
-    device = overrides.get("device") or "auto"
+    device = overrides.device or "auto"
     if device == "auto":
         device = default_device
     if device == "cuda" and not torch.cuda.is_available():
         raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
-    config["device"] = device
-    return config
+    return JobConfig(
+        engine=engine_config,
+        synthesizer=synthesizer,
+        preset=preset,
+        # the fields the caller set: an automatic choice gives the others its winner's defaults
+        set_fields=tuple(sorted(k for k in engine_values if k != "seed")),
+        holdout_fraction=holdout_fraction,
+        target_column=target,
+        discrete_columns=tuple(discrete),
+        exclude_columns=tuple(exclude),
+        device=device,
+    )
 
 
-def config_for_engine(cfg: dict[str, Any], engine: str, budget_used: float = 0.0) -> TrainingConfig:
+def config_for_engine(cfg: JobConfig, engine: str, budget_used: float = 0.0) -> TrainingConfig:
     """The job's config for ``engine``: that engine's defaults under the fields
     the caller set, and what is left of the time budget after ``budget_used``
     seconds (at least ``_MIN_FINAL_SHARE`` of it)."""
-    values = {k: v for k, v in cfg.items() if k in _ENGINE_FIELDS}
-    chosen = {k: v for k, v in values.items() if k in cfg.get("set_fields", values) or k == "seed"}
-    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in engine_defaults(engine).items()}
-    budget = float(values.get("time_budget_seconds", 0.0))
+    kept = ENGINE_FIELDS if cfg.set_fields is None else (*cfg.set_fields, "seed")
+    chosen = {name: getattr(cfg.engine, name) for name in ENGINE_FIELDS if name in kept}
+    budget = cfg.engine.time_budget_seconds
     if budget > 0:
         chosen["time_budget_seconds"] = max(budget - budget_used, budget * _MIN_FINAL_SHARE)
-    return TrainingConfig.from_dict({**defaults, **chosen, "synthesizer": engine})
+    return TrainingConfig(**{**engine_defaults(engine), **chosen, "synthesizer": engine})
 
 
-def final_engine_config(cfg: dict[str, Any], selection: Selection | None) -> TrainingConfig:
+def final_engine_config(cfg: JobConfig, selection: Selection | None) -> TrainingConfig:
     """The config a job trains its model with: its own engine's, or the bake-off winner's."""
-    if selection is None:  # jobs from before there were several engines have no "synthesizer": CTGAN
-        values = {k: v for k, v in cfg.items() if k in _ENGINE_FIELDS}
-        return TrainingConfig.from_dict({**values, "synthesizer": cfg.get("synthesizer", "ctgan")})
+    if selection is None:  # jobs from before there were several engines read as CTGAN ones (JobConfig.from_dict)
+        return cfg.engine
     return config_for_engine(cfg, selection.winner, selection.seconds)
 
 

@@ -61,7 +61,7 @@ def train(
     threads: int | None = None,
 ) -> TvaeModel:
     """Train TVAE on ``frame``; the arguments mean what they mean for ``engine.train``."""
-    return run_training(  # type: ignore[no-any-return]
+    return run_training(
         _TvaeRun,
         frame,
         discrete_columns,

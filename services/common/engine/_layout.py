@@ -17,6 +17,7 @@ softmax spans, cross-entropy of the conditioned column's logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,7 +183,9 @@ class SpanOps:
         return -log_prob.gather(1, category.view(-1, 1)).sum() / batch
 
 
-def _argmax_buckets(layout: SpanLayout, tensor) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:  # type: ignore[no-untyped-def]
+def _argmax_buckets(
+    layout: SpanLayout, tensor: Callable[[np.ndarray], torch.Tensor]
+) -> tuple[list[tuple[torch.Tensor, int]], torch.Tensor]:
     """Softmax spans grouped by width rounded up to a power of two, as flat column
     grids (padding points at column ``data_dim``), and the permutation from the
     buckets' concatenated order back to span order.

@@ -124,8 +124,8 @@ def save_model(
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
         "engine": model.engine,
-        "config": model.config.to_dict(),  # type: ignore[attr-defined]
-        "metadata": _finite(model.metadata.to_dict()),  # type: ignore[attr-defined]
+        "config": model.config.to_dict(),
+        "metadata": _finite(model.metadata.to_dict()),
     }
     payloads: dict[str, bytes] = {}
     if isinstance(model, TrainedModel):
@@ -197,11 +197,11 @@ def load_model(
         raise
     except (ValueError, KeyError, TypeError, RuntimeError, SynthError, json.JSONDecodeError) as exc:
         raise DataLoss(f"model artifact {path.name}: verified files are inconsistent: {exc}") from None
-    return model.to(resolve_device(device))  # type: ignore[no-any-return]
+    return model.to(resolve_device(device))
 
 
 def _weights(data: bytes) -> dict[str, torch.Tensor]:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 # -------------------------------------------------------------------- checkpoints

@@ -121,8 +121,9 @@ class GaussianCopula:
         self.correlation = correlation
         self._latent_of = latent_of  # per column: its latent indices (a numeric column may have 2)
         self._cholesky = np.linalg.cholesky(correlation)
-        self._discrete = [c.name for c in columns if isinstance(c, _Categorical)]
-        offsets = np.cumsum([0] + [len(self._by_name[n].categories) for n in self._discrete])  # type: ignore[union-attr]
+        categorical = [c for c in columns if isinstance(c, _Categorical)]
+        self._discrete = [c.name for c in categorical]
+        offsets = np.cumsum([0] + [len(c.categories) for c in categorical])
         self._cond_offsets = offsets[:-1]
         self._cond_dim = int(offsets[-1])
         self.piece_rows = _PIECE_ROWS
@@ -249,7 +250,7 @@ class GaussianCopula:
         j = self._latent_of[self.columns.index(spec.name)][0]
         low = 0.0 if category == 0 else float(spec.cumulative[category - 1])
         high = float(spec.cumulative[category])
-        zj = _ndtri(low + (high - low) * rng.random(z.shape[0]))  # truncated standard normal
+        zj = _ndtri(low + (high - low) * rng.random(len(z)))  # truncated standard normal
         sigma = self.correlation
         # z | z_j: mean sigma[:, j] z_j, covariance sigma - sigma[:, j] sigma[j, :];
         # z - sigma[:, j] z_j(original) has that covariance and is independent of z_j(original)

@@ -70,9 +70,13 @@ class SynthesisModel(Protocol):
     """
 
     engine: str
-    piece_rows: int
+    config: TrainingConfig  # what it was trained with (set by the trainer and by load_model)
+    metadata: ModelMetadata  # how the training went
     support: Any  # support.SupportRules of the training columns, or None
     calibration: Any  # calibration.MarginCalibration of the numeric columns, or None
+
+    @property
+    def piece_rows(self) -> int: ...  # read-only: TrainedModel computes it
 
     @property
     def columns(self) -> list[str]: ...
