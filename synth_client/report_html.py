@@ -36,6 +36,30 @@ vertical-align:top}th{font-weight:600}.num{text-align:right;font-variant-numeric
 """
 
 
+def _metric_table(report: evaluation_pb2.Report, category: str) -> list[str]:
+    """One category's metrics as a table (nothing when it has none)."""
+    metrics = [m for m in report.metrics if labels.label(evaluation_pb2.MetricCategory, m.category) == category]
+    if not metrics:
+        return []
+    parts = [
+        f"<h2>{category.capitalize()}</h2><table><tr><th>metric</th><th class='num'>synthetic</th>",
+        "<th class='num'>naive baseline</th><th class='num'>real holdout</th>",
+        "<th class='num'>threshold</th><th>verdict</th><th>what it means</th></tr>",
+    ]
+    for m in metrics:
+        name, badge_color = _verdict(m.verdict)
+        baseline = f"{m.baseline_value:.3f}" if m.HasField("baseline_value") else "–"
+        holdout = f"{m.holdout_value:.3f}" if m.HasField("holdout_value") else "–"
+        sign = "≥" if m.higher_is_better else "≤"
+        parts.append(
+            f"<tr><td>{_e(m.name)}</td><td class='num'>{m.value:.3f}</td><td class='num'>{baseline}</td>"
+            f"<td class='num'>{holdout}</td><td class='num'>{sign} {m.threshold:.3f}</td>"
+            f"<td>{_badge(name, badge_color)}</td><td>{_e(m.explanation)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
 def render_report(report: evaluation_pb2.Report) -> str:
     verdict, color = _verdict(report.verdict)
     parts = [
@@ -67,24 +91,7 @@ def render_report(report: evaluation_pb2.Report) -> str:
         f"privacy <b>{report.privacy_score:.2f}</b>.</p>",
     ]
     for category in labels.labels(evaluation_pb2.MetricCategory):
-        title = category.capitalize()
-        metrics = [m for m in report.metrics if labels.label(evaluation_pb2.MetricCategory, m.category) == category]
-        if not metrics:
-            continue
-        parts.append(f"<h2>{title}</h2><table><tr><th>metric</th><th class='num'>synthetic</th>")
-        parts.append("<th class='num'>naive baseline</th><th class='num'>real holdout</th>")
-        parts.append("<th class='num'>threshold</th><th>verdict</th><th>what it means</th></tr>")
-        for m in metrics:
-            name, badge_color = _verdict(m.verdict)
-            baseline = f"{m.baseline_value:.3f}" if m.HasField("baseline_value") else "–"
-            holdout = f"{m.holdout_value:.3f}" if m.HasField("holdout_value") else "–"
-            sign = "≥" if m.higher_is_better else "≤"
-            parts.append(
-                f"<tr><td>{_e(m.name)}</td><td class='num'>{m.value:.3f}</td><td class='num'>{baseline}</td>"
-                f"<td class='num'>{holdout}</td><td class='num'>{sign} {m.threshold:.3f}</td>"
-                f"<td>{_badge(name, badge_color)}</td><td>{_e(m.explanation)}</td></tr>"
-            )
-        parts.append("</table>")
+        parts.extend(_metric_table(report, category))
     if report.histograms:
         parts.append("<h2>Distributions, real vs synthetic</h2>")
         parts.append(

@@ -4,7 +4,7 @@ sampler failure keeps its reason and violations).
 
 The server side puts a ``google.rpc.Status`` in ``grpc-status-details-bin``
 with an ``ErrorInfo`` (reason, metadata such as ``retry_after_seconds``) and,
-for bad input, a ``BadRequest`` (field violations); see ``server.error_to_status``.
+for bad input, a ``BadRequest`` (field violations); see ``rpc_calls.error_to_status``.
 """
 
 from __future__ import annotations
