@@ -4,7 +4,9 @@ A job lives in ``jobs/<id>/`` in the store:
 - ``job.json``      the record (state, config, model id...), rewritten atomically;
 - ``events.jsonl``  the append-only event log (fsynced per event), which is what
                     WatchTraining replays to a re-attaching client;
-- ``checkpoint.pt`` the last resumable engine state (tensors only).
+- ``checkpoint/``   the last resumable engine state: a folder with
+                    ``checkpoint.pt`` (tensors only) and its sha256 manifest
+                    (and signature), replaced whole at each checkpoint.
 
 States (:class:`JobState`): queued → running → succeeded | failed | cancelled.
 Events are the dataclasses of ``services.trainer.events``. A trainer that is
