@@ -42,6 +42,7 @@ from services.common.support import SupportRules
 from services.trainer.autoselect import Selection, Trial, choose_engine
 from services.trainer.engine import EpochStats, TrainingCancelled
 from services.trainer.jobs import RUNNING, JobContext, JobManager, JobRecord
+from services.trainer.protection import PROTECTION_FIELDS, check_policies, protect, protection_config
 from services.trainer.synthesizers import calibrate, train_model
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ _PLATFORM_FIELDS = {
     "synthesizer",
     "preset",
 }
+_PLATFORM_FIELDS |= PROTECTION_FIELDS  # column policies and rare-value protection (services.trainer.protection)
 
 
 class TrainingMetrics:
@@ -127,6 +129,7 @@ class Trainer:
             return self.jobs.get(earlier)
         dataset = self._datasets.get(dataset_id)  # NOT_FOUND first: the clearest error
         config = self.effective_config(overrides, [c.name for c in dataset.columns])
+        check_policies(config, dataset.columns)
         return self.jobs.create(dataset_id, config, key)
 
     def effective_config(self, overrides: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -145,7 +148,8 @@ class Trainer:
             cfg["seed"],
         )
         columns = columns_for_training(dataset.columns, cfg["discrete_columns"], cfg.get("exclude_columns", []))
-        table, discrete = training_view(frame.iloc[train_idx], columns, cfg["discrete_columns"])
+        train_frame, columns = protect(frame, train_idx, columns, cfg)  # policies, fakes, rare values
+        table, discrete = training_view(train_frame, columns, cfg["discrete_columns"])
         support = SupportRules.fit(table, discrete)
         device = resolve_device(cfg["device"])
 
@@ -408,6 +412,7 @@ def effective_config(overrides: dict[str, Any], columns: list[str], default_devi
     if problems:
         raise InvalidArgument("bad exclude_columns: " + "; ".join(p.description for p in problems), violations=problems)
     config["exclude_columns"] = exclude
+    config.update(protection_config(overrides, columns))
     device = overrides.get("device") or "auto"
     if device == "auto":
         device = default_device

@@ -60,6 +60,11 @@ def config_from_proto(msg: training_pb2.TrainingConfig) -> dict[str, Any]:
     for name in ("synthesizer", "time_budget_seconds", "preset"):
         if getattr(msg, name):
             out[name] = getattr(msg, name)
+    if msg.column_policies:
+        out["column_policies"] = dict(msg.column_policies)
+    for name in ("rare_value_min_count", "allow_rare_values", "fake_locale"):
+        if getattr(msg, name):
+            out[name] = getattr(msg, name)
     if msg.device not in _DEVICES:  # an enum value this build does not know: never a silent default
         raise InvalidArgument(
             f"unknown device {msg.device}", violations=[FieldViolation("config.device", f"unknown value {msg.device}")]
@@ -87,6 +92,10 @@ def config_to_proto(cfg: dict[str, Any]) -> training_pb2.TrainingConfig:
         time_budget_seconds=cfg.get("time_budget_seconds", 0.0),
         preset=cfg.get("preset", ""),
     )
+    msg.column_policies.update(cfg.get("column_policies") or {})
+    msg.rare_value_min_count = int(cfg.get("rare_value_min_count") or 0)
+    msg.allow_rare_values = bool(cfg.get("allow_rare_values", False))
+    msg.fake_locale = str(cfg.get("fake_locale") or "")
     if "holdout_fraction" in cfg:
         msg.holdout_fraction = cfg["holdout_fraction"]
     if cfg.get("seed") is not None:
