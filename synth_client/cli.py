@@ -130,6 +130,28 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--exclude", action="append", default=[], metavar="COL", help="do not learn COL: left empty (repeatable)"
     )
+    train.add_argument(
+        "--column-policy",
+        action="append",
+        default=[],
+        type=_column_policy,
+        metavar="COL=POLICY",
+        help="learn, fake (values in the source's format, never a real one), id (rows numbered) or drop "
+        "(repeatable; default: identifiers and free text fake, the rest learn)",
+    )
+    train.add_argument(
+        "--rare-min-count",
+        type=int,
+        default=0,
+        metavar="K",
+        help="values fewer than K training rows hold are never emitted as they are (default 5)",
+    )
+    train.add_argument(
+        "--allow-rare-values",
+        action="store_true",
+        help="turn rare-value protection off: rare values may appear verbatim in synthetic rows",
+    )
+    train.add_argument("--fake-locale", default="", help="Faker locale of fake names, e-mails, ... (default en_US)")
     train.add_argument("--detach", action="store_true", help="start the job and return at once")
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=_cmd_train)
@@ -465,6 +487,18 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=0, help="train exactly this many epochs (no time budget)")
 
 
+_POLICIES = ("learn", "fake", "id", "drop")
+
+
+def _column_policy(text: str) -> tuple[str, str]:
+    """'Name=fake' as (column, policy)."""
+    column, sep, policy = text.rpartition("=")
+    policy = policy.strip().lower()
+    if not sep or not column or policy not in _POLICIES:
+        raise argparse.ArgumentTypeError(f"expected COLUMN=POLICY with POLICY one of {', '.join(_POLICIES)}: {text!r}")
+    return column, policy
+
+
 def _duration(text: str) -> float:
     """'90', '90s', '5m' or '1h' in seconds."""
     units = {"s": 1, "m": 60, "h": 3600}
@@ -515,6 +549,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             discrete_columns=args.discrete,
             exclude_columns=args.exclude,
+            column_policies=dict(args.column_policy),
+            rare_value_min_count=args.rare_min_count,
+            allow_rare_values=args.allow_rare_values,
+            fake_locale=args.fake_locale,
         )
         if args.detach:
             _print_json(job) if args.json else print(f"started {job.id}; watch with: synth jobs watch {job.id}")
@@ -789,6 +827,16 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
         f"  rows: {h.training_rows} training, {h.holdout_rows} held out"
         + (f" (stratified on {h.stratify_column})" if h.stratify_column else "")
     )
+    cfg = model.config
+    protection = (
+        "off: rare values may be copied"
+        if cfg.allow_rare_values
+        else f"values held by fewer than {cfg.rare_value_min_count or 5} training rows are never emitted"
+    )
+    print(f"  rare-value protection: {protection}")
+    for c in model.schema.columns:
+        if c.policy and c.policy != "learn":
+            print(f"    {c.name}: {c.policy}" + (f" ({c.fake_format})" if c.fake_format else ""))
     if model.loss_history:
         last = model.loss_history[-1]
         print(f"  final losses: generator {last.generator_loss:.3f}, discriminator {last.discriminator_loss:.3f}")
@@ -827,8 +875,12 @@ def _print_dataset(d: Any) -> None:
             detail = f"{c.minimum:g} .. {c.maximum:g}"
         elif c.categories:
             detail = ", ".join(c.categories[:4]) + (", …" if len(c.categories) > 4 else "")
+        if c.withheld_categories:
+            detail = (detail + "; " if detail else "") + f"{c.withheld_categories} rare withheld"
         if c.datetime_format:
             detail = f"format {c.datetime_format}"
+        if c.policy and c.policy != "learn":
+            detail = c.policy + (f": {c.fake_format}" if c.fake_format else "")
         rows.append(
             [
                 c.name,

@@ -229,6 +229,7 @@ class SynthClient:
 
     @_translate_errors
     def preview_dataset(self, dataset_id: str, rows: int = 10) -> tuple[list[str], list[list[str | None]]]:
+        """Column names and the first rows; missing cells are None, rare values "***"."""
         request = datasets_pb2.PreviewDatasetRequest(dataset_id=dataset_id, row_count=rows)
         response = self._datasets.PreviewDataset(request, timeout=self.timeout, metadata=self._md())
         return list(response.column_names), [
@@ -259,7 +260,10 @@ class SynthClient:
         neither ``epochs`` nor ``time_budget_seconds`` the ``preset`` (default
         "balanced", 3 minutes) sets the budget. Unset values take the engine's
         defaults. Extra keyword arguments are
-        TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...).
+        TrainingConfig fields (generator_dims, pac, checkpoint_every_epochs...), among
+        them the privacy settings: ``column_policies={"Name": "fake", "PassengerId": "id"}``
+        (learn, fake, id or drop), ``rare_value_min_count`` (default 5),
+        ``allow_rare_values`` and ``fake_locale``.
         Retried under one ``request_id`` when the trainer is unreachable: never
         two jobs for one call."""
         msg = training_pb2.TrainingConfig(

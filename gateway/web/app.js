@@ -213,20 +213,22 @@ function updateTrainColumns() {
   body.replaceChildren(...((ds && ds.schema.columns) || []).map((c, i) => {
     const learned = !["COLUMN_KIND_IDENTIFIER", "COLUMN_KIND_FREE_TEXT"].includes(c.kind);
     const select = node("select", { class: "learn-as", id: `learn-as-${i}`, "data-column": c.name, "aria-label": `Learn ${c.name} as` },
-      node("option", { value: "" }, learned ? `${kindName(c.kind)}, as inferred` : `not learned (${kindName(c.kind)})`),
+      node("option", { value: "" }, learned ? `${kindName(c.kind)}, as inferred` : `not learned: fakes in its format (${kindName(c.kind)})`),
       node("option", { value: "discrete" }, "categories"),
-      ...(learned ? [node("option", { value: "exclude" }, "excluded: left empty")] : []));
+      ...(learned ? [node("option", { value: "exclude" }, "excluded: left empty")]
+        : [node("option", { value: "id" }, "numbered rows (id)"), node("option", { value: "drop" }, "left empty (drop)")]));
     return node("tr", {}, node("th", { scope: "row" }, c.name), node("td", {}, `${kindName(c.kind)}${c.kind_reason ? `: ${c.kind_reason}` : ""}`), node("td", {}, select));
   }));
 }
 
 function columnChoices() {
-  const discrete = [], exclude = [];
+  const discrete = [], exclude = [], policies = {};
   for (const s of document.querySelectorAll(".learn-as")) {
     if (s.value === "discrete") discrete.push(s.dataset.column);
     if (s.value === "exclude") exclude.push(s.dataset.column);
+    if (s.value === "id" || s.value === "drop") policies[s.dataset.column] = s.value;
   }
-  return { discrete, exclude };
+  return { discrete, exclude, policies };
 }
 
 $("train-dataset").addEventListener("change", () => { updateTargets($("train-dataset"), $("train-target")); updateTrainColumns(); proposePreset(); });
@@ -332,6 +334,7 @@ function showSchema(d) {
     let values = "";
     if (c.minimum !== undefined && c.maximum !== undefined) values = `${Charts.fmt(c.minimum)} … ${Charts.fmt(c.maximum)}`;
     else if (c.categories && c.categories.length) values = c.categories.slice(0, 5).join(", ") + (c.categories.length > 5 ? ", …" : "");
+    if (c.withheld_categories) values += `${values ? "; " : ""}${num(c.withheld_categories)} rare withheld`;
     if (c.datetime_format) values = `format ${c.datetime_format}`;
     return node("tr", {}, node("th", { scope: "row" }, c.name), node("td", {}, kindName(c.kind) + (c.kind_overridden ? " (set)" : "")),
       node("td", { class: "hint" }, c.kind_reason || ""),
@@ -476,9 +479,10 @@ $("train-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("train-error").textContent = "";
   const config = { synthesizer: $("train-synthesizer").value, batch_size: Number($("train-batch").value) };
-  const { discrete, exclude } = columnChoices();
+  const { discrete, exclude, policies } = columnChoices();
   if (discrete.length) config.discrete_columns = discrete;
   if (exclude.length) config.exclude_columns = exclude;
+  if (Object.keys(policies).length) config.column_policies = policies;
   if ($("train-length").value === "epochs") config.epochs = Number($("train-epochs").value);
   else config.preset = $("train-length").value;
   if ($("train-seed").value !== "") config.seed = Number($("train-seed").value);

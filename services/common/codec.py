@@ -6,7 +6,9 @@ CTGAN models numbers and categories. So, going in:
 - categorical, and columns the user asked to treat as discrete → strings
   (missing → None, learned as its own category);
 - identifier and free-text columns are not learned at all (they would only be
-  memorised); the sampler makes fresh values for them.
+  memorised); the sampler makes fresh values for them: fakes in the source's
+  format, row numbers, or nothing, as the model's schema says (``ColumnInfo.policy``;
+  see ``services.trainer.protection`` and ``services.common.fakes``).
 
 Coming out, ``OutputTyper`` turns the engine's decoded columns back into typed
 rows (Arrow record batches in upload order).
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.calibration import MarginCalibration
+from services.common.fakes import Avoid, FakeMaker
 from services.common.schema import ColumnInfo, ColumnKind
 from services.common.support import SupportRules
 
@@ -100,11 +103,16 @@ class OutputTyper:
     training range (CTGAN's tanh-and-mixture output can leave it), whole-number
     columns stay integers, datetimes come back as datetimes (naive UTC, whole seconds;
     written with the column's own format by the CSV encoder), categories are
-    only trained ones, missing values stay missing (nulls). Identifiers are
-    fresh, numbered by row; free text is not synthesised and is left empty.
+    only trained ones, missing values stay missing (nulls); numbers keep off the
+    rare real values the model's schema lists (``ColumnInfo.avoid``: top- and
+    bottom-coded, moved off values fewer than k training rows hold). Columns with
+    policy ``fake`` get fakes in the source's format, made from (``seed``, row
+    number) alone; ``id`` columns and identifiers of older models are numbered
+    by row; ``drop`` columns and free text of older models are left empty.
 
     Arrow, not pandas: every step is a vectorised kernel (no per-cell Python),
-    and the batches feed both the CSV and the Arrow IPC encoders.
+    and the batches feed both the CSV and the Arrow IPC encoders. Fakes are the
+    exception: made cell by cell (a pattern a few microseconds, Faker about 80).
     """
 
     def __init__(
@@ -114,13 +122,18 @@ class OutputTyper:
         categories: Mapping[str, Sequence[Any]],
         support: SupportRules | None = None,
         calibration: MarginCalibration | None = None,
+        seed: int = 0,
     ) -> None:
         """``learned``: the engine's columns in its decoding order; ``categories``:
         the trained values of each column it learned as discrete; ``support``:
         the real support of the numeric columns it learned as continuous,
         applied before the range clip and integer rounding (None: values are
-        only clipped and rounded); ``calibration``: applied first, to the same columns."""
+        only clipped and rounded); ``calibration``: applied first, to the same columns;
+        ``seed``: the sample's seed, from which (with the row number) fakes are made."""
         self.columns = list(columns)
+        self._seed = int(seed)
+        self._fakes = {c.name: FakeMaker(c.fake, c.name) for c in self.columns if c.policy == "fake" and c.fake}
+        self._avoid = {c.name: Avoid.from_spec(c.avoid) for c in self.columns if c.avoid}
         self._support = support
         self._calibration = calibration
         self.schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in self.columns])
@@ -140,7 +153,12 @@ class OutputTyper:
         rows = learned.num_rows
         arrays = []
         for col in self.columns:
-            if col.kind == ColumnKind.IDENTIFIER:
+            maker = self._fakes.get(col.name)
+            if maker is not None:
+                arrays.append(maker.make(self._seed, first_row, rows).cast(arrow_type(col)))
+            elif col.policy == "drop":
+                arrays.append(pa.nulls(rows, arrow_type(col)))
+            elif col.kind == ColumnKind.IDENTIFIER:
                 numbers = pa.array(np.arange(first_row + 1, first_row + rows + 1, dtype=np.int64))
                 if not col.integer:
                     padded = pc.utf8_lpad(pc.cast(numbers, pa.string()), width=9, padding="0")
@@ -169,6 +187,11 @@ class OutputTyper:
         numbers = np.clip(
             numbers, -np.inf if col.minimum is None else col.minimum, np.inf if col.maximum is None else col.maximum
         )
+        avoid = self._avoid.get(col.name)
+        if avoid is not None:
+            if col.integer or col.kind == ColumnKind.DATETIME:
+                numbers = np.round(numbers)
+            numbers = avoid.apply(numbers)
         missing = np.isnan(numbers)
         if col.kind == ColumnKind.DATETIME:
             micros = np.where(missing, 0.0, np.round(numbers)) * 1_000_000

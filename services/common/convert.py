@@ -7,6 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from synth.v1 import common_pb2, datasets_pb2
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.fakes import describe_fake
 from services.common.schema import ColumnInfo, ColumnKind, DatasetInfo
 
 _KIND_TO_PROTO = {
@@ -46,6 +47,9 @@ def column_to_proto(col: ColumnInfo) -> common_pb2.ColumnSchema:
         kind_overridden=col.overridden,
         categories=col.categories,
         kind_reason=col.kind_reason,
+        withheld_categories=col.withheld_categories,
+        policy=col.policy,
+        fake_format=describe_fake(col.fake),
     )
     if col.minimum is not None:
         msg.minimum = col.minimum

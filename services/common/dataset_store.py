@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from services.common.errors import DataLoss, FieldViolation, InvalidArgument, NotFound
-from services.common.schema import ColumnKind, DatasetInfo
+from services.common.schema import ColumnInfo, ColumnKind, DatasetInfo
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, write_json_atomic
 
-__all__ = ["FORMAT_VERSION", "INFO_FILE", "TABLE_FILE", "DatasetRepository", "is_blank_row", "parse_datetimes"]
+__all__ = ["FORMAT_VERSION", "INFO_FILE", "MASK", "TABLE_FILE", "DatasetRepository", "is_blank_row", "parse_datetimes"]
 
 TABLE_FILE = "table.csv"
 INFO_FILE = "dataset.json"
@@ -46,6 +46,9 @@ _MAX_PREVIEW_ROWS = 1000
 
 _Names = list[str]
 _Rows = list[list[str | None]]
+_Masks = list[list[bool]]
+# The text of a masked preview cell (a rare value; see DatasetRepository.preview).
+MASK = "***"
 
 
 class DatasetRepository:
@@ -96,9 +99,12 @@ class DatasetRepository:
     def delete(self, dataset_id: str) -> None:
         self._store.delete(_KIND, dataset_id)
 
-    def preview(self, dataset_id: str, rows: int = 10) -> tuple[_Names, _Rows]:
-        """Column names and the first ``rows`` rows (at most 1000) as text;
-        missing cells are ``None``."""
+    def preview(self, dataset_id: str, rows: int = 10) -> tuple[_Names, _Rows, _Masks]:
+        """Column names, the first ``rows`` rows (at most 1000) as text, and which
+        cells are masked. Missing cells are ``None``. A cell is masked (its text
+        replaced by ``MASK``) when it holds a rare value: a category the schema
+        withholds (seen in fewer than ``RARE_MIN_COUNT`` rows), or any value of an
+        identifier or free-text column (near-unique by definition)."""
         if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
             raise InvalidArgument(
                 f"rows must be 1 or more, got {rows!r}",
@@ -110,7 +116,9 @@ class DatasetRepository:
         table = self._table_path(dataset_id)
         markers = set(info.missing_markers)
         names = [c.name for c in info.columns]
+        keep = [_shown_values(c) for c in info.columns]
         out: builtins.list[builtins.list[str | None]] = []
+        masks: builtins.list[builtins.list[bool]] = []
         with _open_table(table, dataset_id) as fh:
             reader = csv.reader(fh, strict=True)
             header = _next_nonblank(reader)
@@ -119,10 +127,16 @@ class DatasetRepository:
             for row in reader:
                 if is_blank_row(row):
                     continue
-                out.append([None if v in markers else v for v in row])
+                values: builtins.list[str | None] = [None if v in markers else v for v in row]
+                masked = [
+                    v is not None and shown is not None and v not in shown
+                    for v, shown in zip(values, keep, strict=True)
+                ]
+                out.append([MASK if m else v for v, m in zip(values, masked, strict=True)])
+                masks.append(masked)
                 if len(out) == rows:
                     break
-        return names, out
+        return names, out, masks
 
     def load_frame(self, dataset_id: str) -> pd.DataFrame:
         """The whole table, typed by its stored schema: continuous -> float64
@@ -171,6 +185,15 @@ class DatasetRepository:
 # --------------------------------------------------------------------------
 # The format's helpers (the trainer's intake parses with the same rules)
 # --------------------------------------------------------------------------
+
+
+def _shown_values(col: ColumnInfo) -> frozenset[str] | None:
+    """The values of a column a preview may show (None: any)."""
+    if col.kind in (ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT):
+        return frozenset()
+    if col.kind is ColumnKind.CATEGORICAL and col.withheld_categories:
+        return frozenset(col.categories)
+    return None
 
 
 def is_blank_row(row: list[str]) -> bool:

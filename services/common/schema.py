@@ -13,7 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DATETIME_FORMATS", "ColumnInfo", "ColumnKind", "DatasetInfo"]
+__all__ = ["DATETIME_FORMATS", "POLICIES", "RARE_MIN_COUNT", "ColumnInfo", "ColumnKind", "DatasetInfo"]
+
+# A value seen in fewer than this many rows is rare: never listed in a schema
+# shown over the API, masked in previews, and (unless a training job opts in)
+# never emitted as it is in synthetic rows. Five is the smallest cell size
+# statistical offices commonly publish (a count of 1 to 4 singles people out;
+# threshold rules of 3 to 5, 5 being the usual default for microdata); it is
+# small enough that ordinary categories keep their values (Adult: 1 of 102
+# category values is rarer).
+RARE_MIN_COUNT = 5
+
+# What a training job does with a column (``ColumnInfo.policy`` in a model's schema):
+# learn it, replace it with fakes in the source's format, number the rows
+# ("id": 1, 2, ... or syn-000000001, ...), or drop it (left empty).
+POLICIES = ("learn", "fake", "id", "drop")
 
 # The formats a datetime column's ``datetime_format`` is one of. Inference
 # tries them in this order; the first format that parses every value wins.
@@ -77,11 +91,25 @@ class ColumnInfo:
     # Numeric columns (any kind); datetime columns: epoch seconds.
     minimum: float | None = None
     maximum: float | None = None
-    # Categorical columns: distinct values, most frequent first, at most 1000.
+    # Categorical columns: distinct values seen in at least RARE_MIN_COUNT rows
+    # (a model's schema: in at least its job's count of training rows), most
+    # frequent first, at most 1000.
     categories: list[str] = field(default_factory=list)
     # One plain sentence on why the column got its kind ("" in schemas stored
     # before it was recorded).
     kind_reason: str = ""
+    # Categorical columns: distinct values left out of ``categories`` because
+    # they are rare (only counted, never listed).
+    withheld_categories: int = 0
+    # A model's schema: one of POLICIES ("" in datasets and older models,
+    # whose identifiers are numbered and free text left empty).
+    policy: str = ""
+    # A model's schema, policy "fake": how fakes are made
+    # (services.common.fakes); never a real value.
+    fake: dict[str, Any] | None = None
+    # A model's schema, learned numeric columns: the rare real values that
+    # synthetic values are moved off (salted hashes; services.common.fakes.Avoid).
+    avoid: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +124,10 @@ class ColumnInfo:
             "maximum": self.maximum,
             "categories": list(self.categories),
             "kind_reason": self.kind_reason,
+            "withheld_categories": self.withheld_categories,
+            "policy": self.policy,
+            "fake": self.fake,
+            "avoid": self.avoid,
         }
 
     @classmethod
@@ -112,6 +144,10 @@ class ColumnInfo:
             maximum=None if data.get("maximum") is None else float(data["maximum"]),
             categories=[str(c) for c in data.get("categories", [])],
             kind_reason=str(data.get("kind_reason") or ""),
+            withheld_categories=int(data.get("withheld_categories") or 0),
+            policy=str(data.get("policy") or ""),
+            fake=dict(data["fake"]) if data.get("fake") else None,
+            avoid=dict(data["avoid"]) if data.get("avoid") else None,
         )
 
 

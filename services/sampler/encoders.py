@@ -86,7 +86,8 @@ def datetime_format_for_arrow(python_format: str | None) -> str:
 
 def _may_need_quotes(col: ColumnInfo) -> bool:
     if col.kind == ColumnKind.IDENTIFIER or col.kind == ColumnKind.FREE_TEXT:
-        return False  # fresh "syn-000000001" identifiers; free text is left empty
+        # fakes may hold commas ("Smith, Mr. John"); numbered ids ("syn-000000001") and empty cells never do
+        return col.policy == "fake"
     if col.kind == ColumnKind.CATEGORICAL and len(col.categories) == col.distinct_count:
         return any(re.search(_NEEDS_QUOTES, value) for value in col.categories)
     return True

@@ -192,6 +192,7 @@ class RowSampler:
             {name: model.category_values(name) for name in model.discrete_columns},
             support=model.support,
             calibration=model.calibration,
+            seed=seed,
         )
         encoder = ArrowEncoder(typer.schema) if request.fmt == ARROW else CsvEncoder(columns)
         reserve = reservation_bytes(self._workers, min(chunk_rows, request.row_count), len(columns))

@@ -87,12 +87,14 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     def PreviewDataset(
         self, request: datasets_pb2.PreviewDatasetRequest, context: grpc.ServicerContext
     ) -> datasets_pb2.PreviewDatasetResponse:
-        columns, rows = self._repo.preview(request.dataset_id, request.row_count or 10)
+        columns, rows, masks = self._repo.preview(request.dataset_id, request.row_count or 10)
         return datasets_pb2.PreviewDatasetResponse(
             column_names=columns,
             rows=[
-                datasets_pb2.PreviewRow(values=["" if v is None else v for v in row], missing=[v is None for v in row])
-                for row in rows
+                datasets_pb2.PreviewRow(
+                    values=["" if v is None else v for v in row], missing=[v is None for v in row], masked=masked
+                )
+                for row, masked in zip(rows, masks, strict=True)
             ],
         )
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.engine.config import ENGINES, TrainingConfig
+from services.common.fakes import DEFAULT_LOCALE
+from services.common.schema import RARE_MIN_COUNT
 
 AUTO = "auto"
 DEFAULT_HOLDOUT_FRACTION = 0.2
@@ -44,6 +46,11 @@ class ConfigOverrides:
     discrete_columns: tuple[str, ...] | None = None
     exclude_columns: tuple[str, ...] | None = None
     device: str | None = None
+    # privacy by construction (services.trainer.protection)
+    column_policies: dict[str, str] | None = None
+    rare_value_min_count: int | None = None
+    allow_rare_values: bool | None = None
+    fake_locale: str | None = None
 
     def engine_values(self) -> dict[str, Any]:
         """The engine fields (``TrainingConfig``'s) that were set, by name."""
@@ -56,7 +63,11 @@ class ConfigOverrides:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
+                if isinstance(value, tuple):
+                    value = list(value)
+                elif isinstance(value, dict):
+                    value = dict(value)
+                out[f.name] = value
         return out
 
 
@@ -78,6 +89,12 @@ class JobConfig:
     discrete_columns: tuple[str, ...] = ()
     exclude_columns: tuple[str, ...] = ()
     device: str = "auto"
+    # privacy by construction (services.trainer.protection): column -> learn | fake | id | drop,
+    # and the rare-value rule (values fewer than k training rows hold are never emitted)
+    column_policies: dict[str, str] = dataclasses.field(default_factory=dict)
+    rare_value_min_count: int = RARE_MIN_COUNT
+    allow_rare_values: bool = False
+    fake_locale: str = DEFAULT_LOCALE
 
     @property
     def seed(self) -> int:
@@ -98,14 +115,24 @@ class JobConfig:
         out["discrete_columns"] = list(self.discrete_columns)
         out["exclude_columns"] = list(self.exclude_columns)
         out["device"] = self.device
+        # The protection fields only when they differ from the defaults, so a
+        # record from before they existed is written back unchanged.
+        protection = {
+            "column_policies": dict(self.column_policies),
+            "rare_value_min_count": self.rare_value_min_count,
+            "allow_rare_values": self.allow_rare_values,
+            "fake_locale": self.fake_locale,
+        }
+        out.update({k: v for k, v in protection.items() if v != _PROTECTION_DEFAULTS[k]})
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobConfig:
         """Inverse of :meth:`to_dict`. Records of earlier versions lack fields
         added since: ``synthesizer`` (then "ctgan"), ``time_budget_seconds``,
-        ``preset``, ``set_fields``, ``exclude_columns``; keys this version does
-        not know are ignored, as they always were."""
+        ``preset``, ``set_fields``, ``exclude_columns`` and the protection
+        fields (then: policies by kind, k = 5, no rare values, en_US fakes);
+        keys this version does not know are ignored, as they always were."""
         synthesizer = str(data.get("synthesizer", ENGINES[0]))
         engine_values = {name: data[name] for name in ENGINE_FIELDS if name in data}
         engine_values["synthesizer"] = ENGINES[0] if synthesizer == AUTO else synthesizer
@@ -120,7 +147,19 @@ class JobConfig:
             discrete_columns=tuple(data.get("discrete_columns", ())),
             exclude_columns=tuple(data.get("exclude_columns", ())),
             device=str(data.get("device", "auto")),
+            column_policies={str(k): str(v) for k, v in dict(data.get("column_policies") or {}).items()},
+            rare_value_min_count=int(data.get("rare_value_min_count") or RARE_MIN_COUNT),
+            allow_rare_values=bool(data.get("allow_rare_values", False)),
+            fake_locale=str(data.get("fake_locale") or DEFAULT_LOCALE),
         )
+
+
+_PROTECTION_DEFAULTS: dict[str, Any] = {
+    "column_policies": {},
+    "rare_value_min_count": RARE_MIN_COUNT,
+    "allow_rare_values": False,
+    "fake_locale": DEFAULT_LOCALE,
+}
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from services.trainer.events import (
 )
 from services.trainer.jobs import JobContext, JobManager, JobRecord, JobState
 from services.trainer.jobspec import AUTO, DEFAULT_HOLDOUT_FRACTION, ENGINE_FIELDS, ConfigOverrides, JobConfig, JobSpec
+from services.trainer.protection import check_policies, protect, protection_config
 from services.trainer.synthesizers import calibrate, train_model
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Trainer:
             return self.jobs.get(earlier)
         dataset = self._datasets.get(dataset_id)  # NOT_FOUND first: the clearest error
         config = self.effective_config(overrides, [c.name for c in dataset.columns])
+        check_policies(config.to_dict(), dataset.columns)
         return self.jobs.create(JobSpec(dataset_id=dataset_id, config=config), key)
 
     def effective_config(self, overrides: ConfigOverrides, columns: list[str]) -> JobConfig:
@@ -141,7 +143,9 @@ class Trainer:
             cfg.seed,
         )
         columns = columns_for_training(dataset.columns, cfg.discrete_columns, cfg.exclude_columns)
-        table, discrete = training_view(frame.iloc[train_idx], columns, cfg.discrete_columns)
+        # column policies, fakes, rare values (services.trainer.protection)
+        train_frame, columns = protect(frame, train_idx, columns, cfg.to_dict())
+        table, discrete = training_view(train_frame, columns, cfg.discrete_columns)
         support = SupportRules.fit(table, discrete)
         device = resolve_device(cfg.device)
 
@@ -398,6 +402,7 @@ def effective_config(overrides: ConfigOverrides, columns: list[str], default_dev
         problems.append(FieldViolation("config.exclude_columns", "at least one column must be learned"))
     if problems:
         raise InvalidArgument("bad exclude_columns: " + "; ".join(p.description for p in problems), violations=problems)
+    protection = protection_config(overrides.to_dict(), columns)
     device = overrides.device or "auto"
     if device == "auto":
         device = default_device
@@ -414,6 +419,10 @@ def effective_config(overrides: ConfigOverrides, columns: list[str], default_dev
         discrete_columns=tuple(discrete),
         exclude_columns=tuple(exclude),
         device=device,
+        column_policies=dict(protection["column_policies"]),
+        rare_value_min_count=int(protection["rare_value_min_count"]),
+        allow_rare_values=bool(protection["allow_rare_values"]),
+        fake_locale=str(protection["fake_locale"]),
     )
 
 

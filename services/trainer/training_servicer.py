@@ -72,6 +72,10 @@ def config_from_proto(msg: training_pb2.TrainingConfig) -> ConfigOverrides:
         time_budget_seconds=msg.time_budget_seconds or None,
         preset=msg.preset or None,
         device=_DEVICES[msg.device],
+        column_policies=dict(msg.column_policies) or None,
+        rare_value_min_count=msg.rare_value_min_count or None,
+        allow_rare_values=msg.allow_rare_values or None,
+        fake_locale=msg.fake_locale or None,
     )
 
 
@@ -110,6 +114,10 @@ def config_to_proto(cfg: JobConfig) -> training_pb2.TrainingConfig:
         time_budget_seconds=engine.time_budget_seconds,
         preset=cfg.preset,
         holdout_fraction=cfg.holdout_fraction,
+        column_policies=cfg.column_policies,
+        rare_value_min_count=cfg.rare_value_min_count,
+        allow_rare_values=cfg.allow_rare_values,
+        fake_locale=cfg.fake_locale,
     )
     if engine.seed is not None:
         msg.seed = engine.seed

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.dataset_store import DatasetRepository
+from services.common.dataset_store import MASK, DatasetRepository
 from services.common.errors import DataLoss, InvalidArgument, NotFound
 from services.common.schema import ColumnKind
 from services.common.store import ArtifactStore
@@ -82,8 +82,9 @@ def test_preview_refuses_bad_row_counts(repo: DatasetRepository) -> None:
     for rows in [0, -3]:
         with pytest.raises(InvalidArgument):
             repo.preview(info.id, rows=rows)
-    names, rows_ = repo.preview(info.id, rows=1)
-    assert names == ["n", "x", "colour"] and rows_ == [["0", "0.0", "red"]]
+    names, rows_, masked = repo.preview(info.id, rows=1)
+    # "red" is in 4 of 12 rows, fewer than RARE_MIN_COUNT (5): a rare value, masked
+    assert names == ["n", "x", "colour"] and rows_ == [["0", "0.0", MASK]] and masked == [[False, False, True]]
 
 
 def test_load_frame_refuses_a_tampered_table(repo: DatasetRepository, store: ArtifactStore) -> None:

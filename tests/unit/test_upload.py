@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.dataset_store import DatasetRepository
+from services.common.dataset_store import MASK, DatasetRepository
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.schema import ColumnKind
 from services.common.store import ArtifactStore
@@ -66,9 +66,10 @@ def test_latin1_upload_succeeds_when_declared(repo: DatasetRepository, store: Ar
     latin = table(["n", "x", "colour"], rows).decode("utf-8").encode("latin-1")
     info = upload(repo, latin, encoding="latin-1")
     assert info.source_encoding == "iso8859-1"
-    assert "caf\u00e9" in info.column("colour").categories
-    _, preview = repo.preview(info.id, rows=12)
-    assert preview[4][2] == "caf\u00e9"
+    assert info.column("colour").withheld_categories == 4  # 12 rows, no colour in 5: all rare, none listed
+    assert repo.load_frame(info.id)["colour"][4] == "caf\u00e9"
+    _, preview, masked = repo.preview(info.id, rows=12)
+    assert preview[4][2] == MASK and masked[4][2]
     stored = (store.path("datasets", info.id) / "table.csv").read_bytes()
     assert "caf\u00e9".encode() in stored  # stored as UTF-8
     assert info.fingerprint == "sha256:" + hashlib.sha256(stored).hexdigest()
@@ -321,7 +322,7 @@ def test_parses_quoted_newlines_crlf_and_blank_lines(repo: DatasetRepository) ->
     data = ("id_,text,k\r\n\r\n" + "\r\n".join(rows) + "\r\n\r\n").encode()
     info = upload(repo, data)
     assert info.row_count == 12
-    _, preview = repo.preview(info.id, rows=1)
+    _, preview, _ = repo.preview(info.id, rows=1)
     assert preview[0][1] == 'line one\r\nline "two"'
 
 
@@ -351,9 +352,11 @@ def test_custom_markers_replace_the_defaults(repo: DatasetRepository) -> None:
     assert info.column("x").missing_count == 5
     assert info.column("x").kind is ColumnKind.CONTINUOUS
     assert info.column("c").missing_count == 0  # "NA" is a value here
-    assert sorted(info.column("c").categories) == ["NA", "b"]
-    _, preview = repo.preview(info.id, rows=20)
-    assert preview[0][1] is None and preview[0][2] == "NA"
+    assert info.column("c").categories == ["b"]  # "NA" is a value here, in 4 rows: rare
+    assert info.column("c").withheld_categories == 1
+    _, preview, masked = repo.preview(info.id, rows=20)
+    assert preview[0][1] is None and preview[0][2] == MASK and masked[0] == [False, False, True]
+    assert preview[1][2] == "b"
 
 
 # ---------------------------------------------------------------------------

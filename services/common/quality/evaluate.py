@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.quality import fidelity, privacy, utility
+from services.common.quality import attacks, fidelity, privacy, utility
 from services.common.quality.baseline import naive_baseline
 from services.common.quality.encoding import EXCLUDED_KINDS, ColumnSet, DistanceEncoder, prepare_frames
 from services.common.quality.report import CorrelationCharts, MetricResult, Report
@@ -25,6 +25,8 @@ TASKS = ("auto", "classification", "regression")
 MIN_ROWS = {"real_train": 20, "real_holdout": 10, "synthetic": 10}
 # A continuous target treated as classes may have at most this many distinct values.
 MAX_NUMERIC_CLASSES = 50
+# The naive baseline's attacks only place the scale: this share of the attacks is enough.
+BASELINE_ATTACK_SHARE = 0.4
 
 Progress = Callable[[str, float], None]
 
@@ -223,12 +225,34 @@ def evaluate(inputs: EvaluationInputs, progress: Progress | None = None) -> Repo
         quasi_identifiers=qis,
     )
     report_progress("privacy: synthetic rows", 0.5)
-    priv_s = run.evaluate(synth, progress=lambda f: report_progress("privacy: synthetic rows", 0.5 + 0.3 * f))
-    report_progress("privacy: naive baseline", 0.8)
+    priv_s = run.evaluate(synth, progress=lambda f: report_progress("privacy: synthetic rows", 0.5 + 0.2 * f))
+    report_progress("privacy: naive baseline", 0.7)
     priv_b = run.evaluate(base, rows=privacy.BASELINE_ROWS)
-    report_progress("privacy: real holdout", 0.9)
+    report_progress("privacy: real holdout", 0.75)
     priv_h = run.evaluate_holdout()
     measured += _privacy_measures(priv_s, priv_b, priv_h, synth.rows, holdout.rows, sensitive, qis, cols)
+
+    # ---- attacks -----------------------------------------------------------------------------
+    report_progress("privacy attacks: synthetic rows", 0.8)
+    texts = {
+        "train": attacks.raw_texts(inputs.real_train, cols.excluded),
+        "holdout": attacks.raw_texts(inputs.real_holdout, cols.excluded),
+    }
+    attack_run = attacks.AttackRun(
+        cols, encoder, train, holdout, seed=inputs.seed, texts=texts, train_x=run.train_x, holdout_x=run.holdout_x
+    )
+    att_s = attack_run.evaluate(synth, attacks.raw_texts(inputs.synthetic, cols.excluded))
+    report_progress("privacy attacks: naive baseline", 0.88)
+    # the naive baseline draws identifier and free-text cells like the others: each column on its own
+    base_raw = {
+        col: cells[np.random.default_rng([inputs.seed, 0xBA5E, i]).integers(0, len(cells), size=base.rows)]
+        for i, (col, cells) in enumerate(texts["train"].items())
+        if len(cells)
+    }
+    att_b = attack_run.evaluate(base, base_raw, scale=BASELINE_ATTACK_SHARE, inference=False)
+    report_progress("privacy attacks: real holdout", 0.92)
+    att_h = attack_run.evaluate_holdout()
+    measured += _attack_measures(att_s, att_b, att_h, holdout.rows, cols)
 
     # ---- report ------------------------------------------------------------------------------
     report_progress("report", 0.97)
@@ -451,6 +475,87 @@ def _privacy_measures(
     ]
 
 
+def _risk_context(r: attacks.Risk) -> dict:
+    if not math.isfinite(r.value):
+        return {"reason": r.detail or "There are too few evaluated columns or rows for this attack."}
+    return {
+        "point": r.point,
+        "low": r.low,
+        "high": r.high,
+        "attack_rate": r.attack_rate,
+        "control_rate": r.control_rate,
+        "baseline_rate": r.baseline_rate,
+        "attacks": r.attacks,
+        "column": r.detail,
+    }
+
+
+def _attack_measures(
+    s: attacks.AttackNumbers, b: attacks.AttackNumbers, h: attacks.AttackNumbers, holdout_rows: int, cols: ColumnSet
+) -> list[Measured]:
+    names = cols.names
+    halves = (names[0::2], names[1::2])
+    mia_ctx: dict = {
+        "distance_auc": s.membership.distance_auc,
+        "members": s.membership.members,
+        "noise": s.membership.noise if math.isfinite(s.membership.noise) else 0.0,
+    }
+    if not math.isfinite(s.membership.auc):
+        mia_ctx = {"reason": "There are too few held-out rows to attack membership."}
+    link_ctx = _risk_context(s.linkability)
+    if "reason" not in link_ctx:
+        link_ctx["halves"] = halves
+    leak = s.leakage.shares
+    measured = [
+        Measured("membership_inference_auc", s.membership.auc, b.membership.auc, h.membership.auc, mia_ctx),
+        Measured(
+            "singling_out_risk",
+            s.singling_out.value,
+            b.singling_out.value,
+            h.singling_out.value,
+            _risk_context(s.singling_out),
+        ),
+        Measured("linkability_risk", s.linkability.value, b.linkability.value, h.linkability.value, link_ctx),
+        Measured("inference_risk", s.inference.value, b.inference.value, h.inference.value, _risk_context(s.inference)),
+    ]
+    if not leak or s.leakage.rows == 0:
+        measured.append(
+            Measured("rare_value_leakage", math.nan, context={"reason": "No column could be compared value by value."})
+        )
+        return measured
+    # the leaking column furthest above the holdout's own share (a column with no leak cannot fail);
+    # when nothing leaks, the column where fresh real rows match the most
+    holdout_share = {c: h.leakage.shares.get(c, 0.0) for c in leak}
+    leaking = [c for c, v in leak.items() if math.isfinite(v) and v > 0]
+    if leaking:
+        worst = max(leaking, key=lambda c: (leak[c] - holdout_share[c], leak[c]))
+    else:
+        worst = max(leak, key=lambda c: holdout_share[c] if math.isfinite(holdout_share[c]) else -1.0)
+    p_h = h.leakage.shares.get(worst, 0.0)
+    p_h = p_h if math.isfinite(p_h) else 0.0
+    # twice the standard error of (synthetic share - holdout share) if both came from one rate (pooled)
+    m_rows, h_rows = max(s.leakage.rows, 1), max(h.leakage.rows, 1)
+    pooled = (leak[worst] * m_rows + p_h * h_rows) / (m_rows + h_rows)
+    noise = 2.0 * math.sqrt(pooled * (1 - pooled) * (1 / m_rows + 1 / h_rows))
+    measured.append(
+        Measured(
+            "rare_value_leakage",
+            leak[worst],
+            b.leakage.shares.get(worst),
+            h.leakage.shares.get(worst),
+            {
+                "column": worst,
+                "rows": s.leakage.rows,
+                "copies": int(round(leak[worst] * s.leakage.rows)),
+                "noise": noise,
+                "columns": len(leak),
+                "leaking": len(leaking),
+            },
+        )
+    )
+    return measured
+
+
 _SHORTFALL = {"fail", "warn"}
 _WORST_COLUMNS = 3
 
@@ -482,6 +587,11 @@ def next_steps(results: list[MetricResult]) -> list[str]:
         )
     if any(r.category == "fidelity" for r in short.values()) and not columns and not steps:
         steps.append("Distributions differ from the real ones: train longer or try another engine.")
+    if "rare_value_leakage" in short:
+        steps.append(
+            "Synthetic rows repeat values that only one real person has: keep rare-value protection on (the "
+            "default; allow_rare_values off), and give identifier-like columns the policy fake or drop."
+        )
     if any(r.category == "privacy" for r in short.values()):
         steps.append(
             "Synthetic rows sit closer to training rows than real unseen rows do: train fewer epochs, or use the "

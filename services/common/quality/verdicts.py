@@ -15,7 +15,7 @@ Overrides: ``thresholds={"dcr_share": 0.6, "dcr_share.warn_margin": 0.1}``; per-
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ class MetricSpec:
     score: Callable[[float, Mapping[str, Any]], float]
     # The threshold is an allowance around the holdout's own value, not an absolute boundary.
     holdout_relative: bool = False
+    # The value an unrelated table scores (an attack's coin toss): the threshold is never closer
+    # to it than the sampling noise in the context ("noise", twice the standard error).
+    neutral: float | None = None
 
 
 @dataclass
@@ -129,6 +132,12 @@ _SPEC_LIST = [
     MetricSpec("exact_copy_rate", "privacy", False, 0.01, 0.02, True, _copy_score, holdout_relative=True),
     MetricSpec("identifiability", "privacy", False, 0.55, 0.05, True, _half_share),
     MetricSpec("disclosure_risk", "privacy", False, 0.1, 0.1, True, _one_minus),
+    # privacy attacks (services.common.quality.attacks)
+    MetricSpec("membership_inference_auc", "privacy", False, 0.55, 0.0, True, _half_share, neutral=0.5),
+    MetricSpec("singling_out_risk", "privacy", False, 0.1, 0.0, True, _one_minus),
+    MetricSpec("linkability_risk", "privacy", False, 0.1, 0.0, True, _one_minus),
+    MetricSpec("inference_risk", "privacy", False, 0.1, 0.0, True, _one_minus),
+    MetricSpec("rare_value_leakage", "privacy", False, 0.01, 0.0, True, _copy_score, holdout_relative=True),
 ]
 SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPEC_LIST}
 _PER_COLUMN_FALLBACK = {"ks_complement": "ks_complement_mean", "tv_complement": "tv_complement_mean"}
@@ -201,6 +210,11 @@ def judge(m: Measured, overrides: Mapping[str, float]) -> MetricResult:
         context["holdout"] = h
         context["allowance"] = allowance
         threshold = h - allowance if spec.higher_is_better else h + allowance
+    elif spec.neutral is not None:
+        noise = float(context.get("noise", 0.0))
+        threshold = (
+            min(threshold, spec.neutral - noise) if spec.higher_is_better else max(threshold, spec.neutral + noise)
+        )
     verdict = verdict_of(m.value, threshold, margin, spec.higher_is_better)
     score = spec.score(m.value, context) if math.isfinite(m.value) else math.nan
     text = _EXPLAIN[spec.name](m, context)
@@ -453,6 +467,66 @@ def _x_disclosure(m: Measured, c: Mapping[str, Any]) -> str:
     )
 
 
+def _interval(c: Mapping[str, Any]) -> str:
+    return f"a risk of {_pct(c['point'])} (95% interval {_pct(c['low'])} to {_pct(c['high'])}; the low end is judged)"
+
+
+def _x_membership(m: Measured, c: Mapping[str, Any]) -> str:
+    return _na(m, c) or (
+        f"An attacker who compares each person's distance to the nearest synthetic row with their distance to "
+        f"other real people tells the training people from people the model never saw with ROC-AUC "
+        f"{_num(m.value, 2)} (0.5 is a coin toss, 1 is certainty; {c['members']:,} people on each side; the plain "
+        f"nearest-distance attack: {_num(c['distance_auc'], 2)}); with real held-out rows in place of the synthetic "
+        f"ones it reaches {_num(m.holdout_value, 2)}."
+    )
+
+
+def _x_singling_out(m: Measured, c: Mapping[str, Any]) -> str:
+    return _na(m, c) or (
+        f"Predicates on 3 columns built from synthetic rows single out exactly one training person in "
+        f"{_pct(c['attack_rate'])} of {c['attacks']:,} tries, against {_pct(c['control_rate'])} for an equally "
+        f"large set of people the model never saw (random predicates: {_pct(c['baseline_rate'])}): {_interval(c)}; "
+        f"real held-out rows in place of the synthetic ones: {_pct(m.holdout_value)}."
+    )
+
+
+def _x_linkability(m: Measured, c: Mapping[str, Any]) -> str:
+    def cols(names: Sequence[str]) -> str:
+        shown = ", ".join(f"'{n}'" for n in names[:3])
+        return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    a, b = c["halves"]
+    return _na(m, c) or (
+        f"An attacker holding two halves of a person's record ({cols(a)}; {cols(b)}) links them through the same "
+        f"nearest synthetic row for {_pct(c['attack_rate'])} of {c['attacks']:,} training people and "
+        f"{_pct(c['control_rate'])} of people the model never saw (random: {_pct(c['baseline_rate'], 1)}): "
+        f"{_interval(c)}."
+    )
+
+
+def _x_inference(m: Measured, c: Mapping[str, Any]) -> str:
+    return _na(m, c) or (
+        f"Guessing each column from all the others by copying it from the nearest synthetic row, the worst column "
+        f"is '{c['column']}': right for {_pct(c['attack_rate'])} of {c['attacks']:,} training people and "
+        f"{_pct(c['control_rate'])} of people the model never saw (a random synthetic value: "
+        f"{_pct(c['baseline_rate'])}): {_interval(c)}."
+    )
+
+
+def _x_leakage(m: Measured, c: Mapping[str, Any]) -> str:
+    if math.isfinite(m.value) and m.value == 0 and not c.get("leaking"):
+        return (
+            f"No synthetic row carries a value that exactly one training row holds, in any of {c['columns']} "
+            f"columns; real held-out rows carry one in {_pct(m.holdout_value, 1)} of rows (worst column "
+            f"'{c['column']}'), the naive baseline in {_pct(m.baseline_value, 1)}."
+        )
+    return _na(m, c) or (
+        f"{_pct(m.value, 1)} of the synthetic rows ({c['copies']:,} of {c['rows']:,}) carry a value of '{c['column']}' "
+        f"that exactly one training row holds (the worst of {c['columns']} columns); real held-out rows carry one in "
+        f"{_pct(m.holdout_value, 1)} of rows, the naive baseline in {_pct(m.baseline_value, 1)}."
+    )
+
+
 _EXPLAIN: dict[str, Callable[[Measured, Mapping[str, Any]], str]] = {
     "tstr_roc_auc": _x_tstr_auc,
     "trtr_roc_auc": _x_trtr_auc,
@@ -475,4 +549,9 @@ _EXPLAIN: dict[str, Callable[[Measured, Mapping[str, Any]], str]] = {
     "exact_copy_rate": _x_copies,
     "identifiability": _x_ident,
     "disclosure_risk": _x_disclosure,
+    "membership_inference_auc": _x_membership,
+    "singling_out_risk": _x_singling_out,
+    "linkability_risk": _x_linkability,
+    "inference_risk": _x_inference,
+    "rare_value_leakage": _x_leakage,
 }

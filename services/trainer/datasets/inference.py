@@ -63,8 +63,11 @@ overrides), so a surprising kind can be explained and corrected:
      nothing is concluded (the column stays categorical);
    - otherwise -> ``categorical``.
 
-``categories`` (categorical columns only) lists the distinct values, most
-frequent first (ties by text), at most 1000. ``kind_overrides`` replace the
+``categories`` (categorical columns only) lists the distinct values seen in at
+least ``RARE_MIN_COUNT`` (5) rows, most frequent first (ties by text), at most
+1000; rarer values are only counted (``withheld_categories``), never listed,
+because a value that few people have singles them out (Seattle pet names,
+Titanic's one ``Parch`` of 6). ``kind_overrides`` replace the
 inferred kind; an override to ``continuous`` or ``datetime`` must fit every
 value, else the upload is refused naming the first row that does not.
 """
@@ -81,7 +84,7 @@ import pandas as pd
 
 from services.common.dataset_store import parse_datetimes
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.schema import DATETIME_FORMATS, ColumnInfo, ColumnKind
+from services.common.schema import DATETIME_FORMATS, RARE_MIN_COUNT, ColumnInfo, ColumnKind
 from services.trainer.datasets.scan import (
     PANDAS_CHUNK_ROWS,
     Profile,
@@ -283,7 +286,9 @@ def _column(
         info.integer = nums.integer()
         info.minimum, info.maximum = float(nums.numbers.min()), float(nums.numbers.max())
     if kind is ColumnKind.CATEGORICAL:
-        info.categories = [str(v) for v in prof.values[:_MAX_CATEGORIES]]
+        frequent = prof.counts >= RARE_MIN_COUNT
+        info.categories = [str(v) for v in prof.values[frequent][:_MAX_CATEGORIES]]
+        info.withheld_categories = int((~frequent).sum())
     return info
 
 
