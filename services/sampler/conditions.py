@@ -153,87 +153,23 @@ def compile_conditions(conditions: Sequence[Condition], columns: Sequence[Column
                 FieldViolation(f"{where}.column", f"unknown column {condition.column!r}; known: {_names(columns)}")
             )
             continue
+        checked: _Compiled | _ComparedColumns | FieldViolation
         if col.kind in (ColumnKind.IDENTIFIER, ColumnKind.FREE_TEXT):
-            problems.append(
-                FieldViolation(
-                    f"{where}.column", f"column {col.name!r} is {col.kind.value} and is not learned: no conditions"
-                )
+            checked = FieldViolation(
+                f"{where}.column", f"column {col.name!r} is {col.kind.value} and is not learned: no conditions"
             )
-            continue
-        if isinstance(condition, Compare):
+        elif isinstance(condition, Compare):
             checked = _compare(condition, col, by_name, where)
-            if isinstance(checked, FieldViolation):
-                problems.append(checked)
-            else:
-                compiled.append(checked)
+        elif isinstance(condition, Equals | InSet):
+            checked = _values(condition, col, where)
+        else:
+            checked = _range(condition, col, where)
+        if isinstance(checked, FieldViolation):
+            problems.append(checked)
             continue
-        if isinstance(condition, Equals | InSet):
-            wanted = (condition.value,) if isinstance(condition, Equals) else tuple(condition.values)
-            if col.kind != ColumnKind.CATEGORICAL:
-                problems.append(
-                    FieldViolation(
-                        where, f"column {col.name!r} is {col.kind.value}: use a range, not equality or a set"
-                    )
-                )
-                continue
-            if not wanted:
-                problems.append(FieldViolation(f"{where}.in_set", "the set of values is empty"))
-                continue
-            known = set(col.categories)
-            unknown = [v for v in wanted if v not in known]
-            if unknown:
-                problems.append(
-                    FieldViolation(
-                        where,
-                        f"{', '.join(map(repr, unknown[:_MAX_LISTED]))} never occurs in column {col.name!r} "
-                        f"(values: {', '.join(map(repr, col.categories[:_MAX_LISTED]))}"
-                        f"{', …' if len(col.categories) > _MAX_LISTED else ''})",
-                    )
-                )
-                continue
-            compiled.append(_Compiled(col.name, col.kind, values=frozenset(wanted)))
-            if steer is None and len(wanted) == 1:
-                steer = (col.name, wanted[0])
-            continue
-        # A range.
-        if col.kind == ColumnKind.CATEGORICAL:
-            problems.append(FieldViolation(where, f"column {col.name!r} is categorical: use equality or a set"))
-            continue
-        if condition.minimum is None and condition.maximum is None:
-            problems.append(FieldViolation(f"{where}.range", "give a minimum, a maximum or both"))
-            continue
-        try:
-            low = _bound(condition.minimum, col)
-            high = _bound(condition.maximum, col)
-        except ValueError as err:
-            problems.append(FieldViolation(f"{where}.range", str(err)))
-            continue
-        if low is not None and high is not None and low > high:
-            problems.append(FieldViolation(f"{where}.range", f"minimum {condition.minimum} is above maximum"))
-            continue
-        lowest = _bound_of(col.minimum, col)
-        highest = _bound_of(col.maximum, col)
-        if (low is not None and highest is not None and low > highest) or (
-            high is not None and lowest is not None and high < lowest
-        ):
-            problems.append(
-                FieldViolation(
-                    f"{where}.range",
-                    f"no value of column {col.name!r} can satisfy it: the training data spans "
-                    f"{_show(lowest)} .. {_show(highest)}",
-                )
-            )
-            continue
-        compiled.append(
-            _Compiled(
-                col.name,
-                col.kind,
-                low=low,
-                high=high,
-                low_open=condition.minimum_exclusive,
-                high_open=condition.maximum_exclusive,
-            )
-        )
+        compiled.append(checked)
+        if steer is None and isinstance(checked, _Compiled) and checked.values is not None and len(checked.values) == 1:
+            steer = (col.name, next(iter(checked.values)))
     if problems:
         raise InvalidArgument(
             "invalid conditions: " + "; ".join(f"{p.field}: {p.description}" for p in problems),
@@ -241,6 +177,58 @@ def compile_conditions(conditions: Sequence[Condition], columns: Sequence[Column
             violations=problems,
         )
     return CompiledConditions(compiled, steer)
+
+
+def _values(condition: Equals | InSet, col: ColumnInfo, where: str) -> _Compiled | FieldViolation:
+    """Equality or a set of values: categorical columns only, values that occur."""
+    wanted = (condition.value,) if isinstance(condition, Equals) else tuple(condition.values)
+    if col.kind != ColumnKind.CATEGORICAL:
+        return FieldViolation(where, f"column {col.name!r} is {col.kind.value}: use a range, not equality or a set")
+    if not wanted:
+        return FieldViolation(f"{where}.in_set", "the set of values is empty")
+    known = set(col.categories)
+    unknown = [v for v in wanted if v not in known]
+    if unknown:
+        return FieldViolation(
+            where,
+            f"{', '.join(map(repr, unknown[:_MAX_LISTED]))} never occurs in column {col.name!r} "
+            f"(values: {', '.join(map(repr, col.categories[:_MAX_LISTED]))}"
+            f"{', …' if len(col.categories) > _MAX_LISTED else ''})",
+        )
+    return _Compiled(col.name, col.kind, values=frozenset(wanted))
+
+
+def _range(condition: Range, col: ColumnInfo, where: str) -> _Compiled | FieldViolation:
+    """A range on a numeric or datetime column, which some training value can meet."""
+    if col.kind == ColumnKind.CATEGORICAL:
+        return FieldViolation(where, f"column {col.name!r} is categorical: use equality or a set")
+    if condition.minimum is None and condition.maximum is None:
+        return FieldViolation(f"{where}.range", "give a minimum, a maximum or both")
+    try:
+        low = _bound(condition.minimum, col)
+        high = _bound(condition.maximum, col)
+    except ValueError as err:
+        return FieldViolation(f"{where}.range", str(err))
+    if low is not None and high is not None and low > high:
+        return FieldViolation(f"{where}.range", f"minimum {condition.minimum} is above maximum")
+    lowest = _bound_of(col.minimum, col)
+    highest = _bound_of(col.maximum, col)
+    if (low is not None and highest is not None and low > highest) or (
+        high is not None and lowest is not None and high < lowest
+    ):
+        return FieldViolation(
+            f"{where}.range",
+            f"no value of column {col.name!r} can satisfy it: the training data spans "
+            f"{_show(lowest)} .. {_show(highest)}",
+        )
+    return _Compiled(
+        col.name,
+        col.kind,
+        low=low,
+        high=high,
+        low_open=condition.minimum_exclusive,
+        high_open=condition.maximum_exclusive,
+    )
 
 
 def _compare(

@@ -11,6 +11,8 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,21 @@ class TrainingMetrics:
         )
 
 
+@dataclass
+class _Prepared:
+    """What ``Trainer._prepare`` hands the training run."""
+
+    dataset: Any
+    train_idx: Any
+    holdout_idx: Any
+    columns: list[Any]
+    table: Any
+    discrete: list[str]
+    support: SupportRules
+    device: Any
+    seconds: float
+
+
 class Trainer:
     def __init__(
         self,
@@ -133,22 +150,8 @@ class Trainer:
     # ---- running a job (on a worker thread) --------------------------------
     def _run(self, job: JobRecord, ctx: JobContext) -> None:
         cfg = job.config
-        prep_start = time.perf_counter()
-        dataset = self._datasets.get(job.dataset_id)
-        frame = self._datasets.load_frame(job.dataset_id)
-        train_idx, holdout_idx = split_holdout(
-            frame[cfg.target_column] if cfg.target_column else None,
-            len(frame),
-            cfg.holdout_fraction,
-            cfg.seed,
-        )
-        columns = columns_for_training(dataset.columns, cfg.discrete_columns, cfg.exclude_columns)
-        # column policies, fakes, rare values (services.trainer.protection)
-        train_frame, columns = protect(frame, train_idx, columns, cfg.to_dict())
-        table, discrete = training_view(train_frame, columns, cfg.discrete_columns)
-        support = SupportRules.fit(table, discrete)
-        device = resolve_device(cfg.device)
-
+        prep = self._prepare(job)
+        table, discrete, device = prep.table, prep.discrete, prep.device
         checkpoint_dir = ctx.folder / CHECKPOINT_DIR
         resume_state = _read_checkpoint(checkpoint_dir, self._signing_key)
         job.state, job.device = JobState.RUNNING, str(device)
@@ -158,9 +161,9 @@ class Trainer:
             ctx.event(
                 JobStarted(
                     device=str(device),
-                    training_rows=len(train_idx),
-                    holdout_rows=len(holdout_idx),
-                    preparation_seconds=time.perf_counter() - prep_start,
+                    training_rows=len(prep.train_idx),
+                    holdout_rows=len(prep.holdout_idx),
+                    preparation_seconds=prep.seconds,
                 )
             )
         else:
@@ -175,24 +178,8 @@ class Trainer:
         train_start = time.perf_counter()
         previous_seconds = float(resume_state.get("training_seconds", 0.0)) if resume_state else 0.0
 
-        def on_epoch(stats: EpochStats) -> None:
-            elapsed = previous_seconds + time.perf_counter() - train_start
-            done_here = stats.epoch - (int(resume_state["epoch"]) if resume_state else 0)
-            per_epoch = (time.perf_counter() - train_start) / max(done_here, 1)
-            job.epochs_completed = stats.epoch
-            self._metrics.epochs.labels(engine_config.synthesizer).inc()
-            ctx.save()
-            ctx.event(
-                EpochCompleted(
-                    epoch=stats.epoch,
-                    epochs=stats.epochs,
-                    generator_loss=stats.generator_loss,
-                    discriminator_loss=stats.discriminator_loss,
-                    elapsed_seconds=elapsed,
-                    eta_seconds=_eta(per_epoch, stats, elapsed, engine_config.time_budget_seconds),
-                    rows_per_second=stats.rows_per_second,
-                )
-            )
+        resumed_epoch = int(resume_state["epoch"]) if resume_state else 0
+        on_epoch = self._epoch_reporter(job, ctx, engine_config, resumed_epoch, previous_seconds, train_start)
 
         def on_checkpoint(state: dict[str, Any]) -> None:
             _write_checkpoint(state, checkpoint_dir, self._signing_key)
@@ -224,13 +211,13 @@ class Trainer:
         calibration = calibrate(trained, table, discrete, cfg.seed + 1)
         self._publish(
             job,
-            dataset,
+            prep.dataset,
             trained,
-            columns=columns,
-            support=support,
+            columns=prep.columns,
+            support=prep.support,
             calibration=calibration,
             selection=selection,
-            split=(train_idx, holdout_idx),
+            split=(prep.train_idx, prep.holdout_idx),
             seconds=seconds,
             device=str(device),
         )
@@ -238,6 +225,66 @@ class Trainer:
         self._metrics.seconds.labels(trained.engine).observe(seconds)
         ctx.succeed(job.model_id, seconds)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model supersedes it
+
+    def _epoch_reporter(
+        self,
+        job: JobRecord,
+        ctx: JobContext,
+        engine_config: TrainingConfig,
+        resumed_epoch: int,
+        previous_seconds: float,
+        train_start: float,
+    ) -> Callable[[EpochStats], None]:
+        """The engine's per-epoch callback: the job's progress, an event with an ETA, a metric."""
+
+        def on_epoch(stats: EpochStats) -> None:
+            elapsed = previous_seconds + time.perf_counter() - train_start
+            per_epoch = (time.perf_counter() - train_start) / max(stats.epoch - resumed_epoch, 1)
+            job.epochs_completed = stats.epoch
+            self._metrics.epochs.labels(engine_config.synthesizer).inc()
+            ctx.save()
+            ctx.event(
+                EpochCompleted(
+                    epoch=stats.epoch,
+                    epochs=stats.epochs,
+                    generator_loss=stats.generator_loss,
+                    discriminator_loss=stats.discriminator_loss,
+                    elapsed_seconds=elapsed,
+                    eta_seconds=_eta(per_epoch, stats, elapsed, engine_config.time_budget_seconds),
+                    rows_per_second=stats.rows_per_second,
+                )
+            )
+
+        return on_epoch
+
+    def _prepare(self, job: JobRecord) -> _Prepared:
+        """The job's training rows as the engine sees them: holdout split,
+        columns to learn, privacy protection, support rules, device."""
+        cfg = job.config
+        started = time.perf_counter()
+        dataset = self._datasets.get(job.dataset_id)
+        frame = self._datasets.load_frame(job.dataset_id)
+        train_idx, holdout_idx = split_holdout(
+            frame[cfg.target_column] if cfg.target_column else None,
+            len(frame),
+            cfg.holdout_fraction,
+            cfg.seed,
+        )
+        columns = columns_for_training(dataset.columns, cfg.discrete_columns, cfg.exclude_columns)
+        # column policies, fakes, rare values (services.trainer.protection)
+        train_frame, columns = protect(frame, train_idx, columns, cfg.to_dict())
+        table, discrete = training_view(train_frame, columns, cfg.discrete_columns)
+        return _Prepared(
+            dataset=dataset,
+            train_idx=train_idx,
+            holdout_idx=holdout_idx,
+            columns=columns,
+            table=table,
+            discrete=discrete,
+            support=SupportRules.fit(table, discrete),
+            device=resolve_device(cfg.device),
+            seconds=time.perf_counter() - started,
+        )
 
     def _selection(self, ctx: JobContext, table: Any, discrete: list[str], device: str) -> Selection:
         """The bake-off's result: measured once per job and kept in its folder, so a
@@ -371,6 +418,34 @@ def effective_config(overrides: ConfigOverrides, columns: list[str], default_dev
             f"holdout_fraction must be between 0 and 0.9, got {holdout_fraction}",
             violations=[FieldViolation("config.holdout_fraction", "must be in [0, 0.9]")],
         )
+    target, discrete, exclude = _checked_columns(overrides, columns)
+    protection = protection_config(overrides.to_dict(), columns)
+    device = overrides.device or "auto"
+    if device == "auto":
+        device = default_device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
+    return JobConfig(
+        engine=engine_config,
+        synthesizer=synthesizer,
+        preset=preset,
+        # the fields the caller set: an automatic choice gives the others its winner's defaults
+        set_fields=tuple(sorted(k for k in engine_values if k != "seed")),
+        holdout_fraction=holdout_fraction,
+        target_column=target,
+        discrete_columns=tuple(discrete),
+        exclude_columns=tuple(exclude),
+        device=device,
+        column_policies=dict(protection["column_policies"]),
+        rare_value_min_count=int(protection["rare_value_min_count"]),
+        allow_rare_values=bool(protection["allow_rare_values"]),
+        fake_locale=str(protection["fake_locale"]),
+    )
+
+
+def _checked_columns(overrides: ConfigOverrides, columns: list[str]) -> tuple[str, list[str], list[str]]:
+    """The target, discrete and excluded columns a request named, each checked
+    against the dataset's columns (``InvalidArgument`` naming each bad one)."""
     target = overrides.target_column or ""
     if target and target not in columns:
         raise InvalidArgument(
@@ -402,28 +477,7 @@ def effective_config(overrides: ConfigOverrides, columns: list[str], default_dev
         problems.append(FieldViolation("config.exclude_columns", "at least one column must be learned"))
     if problems:
         raise InvalidArgument("bad exclude_columns: " + "; ".join(p.description for p in problems), violations=problems)
-    protection = protection_config(overrides.to_dict(), columns)
-    device = overrides.device or "auto"
-    if device == "auto":
-        device = default_device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FailedPrecondition("device cuda was asked for, but this trainer has no GPU", reason="NO_GPU")
-    return JobConfig(
-        engine=engine_config,
-        synthesizer=synthesizer,
-        preset=preset,
-        # the fields the caller set: an automatic choice gives the others its winner's defaults
-        set_fields=tuple(sorted(k for k in engine_values if k != "seed")),
-        holdout_fraction=holdout_fraction,
-        target_column=target,
-        discrete_columns=tuple(discrete),
-        exclude_columns=tuple(exclude),
-        device=device,
-        column_policies=dict(protection["column_policies"]),
-        rare_value_min_count=int(protection["rare_value_min_count"]),
-        allow_rare_values=bool(protection["allow_rare_values"]),
-        fake_locale=str(protection["fake_locale"]),
-    )
+    return target, discrete, exclude
 
 
 def config_for_engine(cfg: JobConfig, engine: str, budget_used: float = 0.0) -> TrainingConfig:

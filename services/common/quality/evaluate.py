@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -207,52 +208,12 @@ def evaluate(inputs: EvaluationInputs, progress: Progress | None = None) -> Repo
     measured += _utility_measures(inputs, cols, task, frames, report_progress)
 
     # ---- privacy -----------------------------------------------------------------------------
-    report_progress("privacy", 0.45)
-    sensitive = inputs.sensitive_column or (target or None)
-    qis = inputs.quasi_identifiers
-    if qis is None:
-        qis = [c for c in names if c != sensitive]
-    qis = [q for q in qis if q != sensitive]
     encoder = DistanceEncoder.fit(cols, train, [holdout, synth, base])
-    run = privacy.PrivacyRun(
-        cols,
-        encoder,
-        train,
-        holdout,
-        seed=inputs.seed,
-        rows=inputs.privacy_rows,
-        sensitive=sensitive,
-        quasi_identifiers=qis,
-    )
-    report_progress("privacy: synthetic rows", 0.5)
-    priv_s = run.evaluate(synth, progress=lambda f: report_progress("privacy: synthetic rows", 0.5 + 0.2 * f))
-    report_progress("privacy: naive baseline", 0.7)
-    priv_b = run.evaluate(base, rows=privacy.BASELINE_ROWS)
-    report_progress("privacy: real holdout", 0.75)
-    priv_h = run.evaluate_holdout()
-    measured += _privacy_measures(priv_s, priv_b, priv_h, synth.rows, holdout.rows, sensitive, qis, cols)
+    run, priv_s, privacy_measured = _run_privacy(inputs, cols, encoder, frames, report_progress)
+    measured += privacy_measured
 
     # ---- attacks -----------------------------------------------------------------------------
-    report_progress("privacy attacks: synthetic rows", 0.8)
-    texts = {
-        "train": attacks.raw_texts(inputs.real_train, cols.excluded),
-        "holdout": attacks.raw_texts(inputs.real_holdout, cols.excluded),
-    }
-    attack_run = attacks.AttackRun(
-        cols, encoder, train, holdout, seed=inputs.seed, texts=texts, train_x=run.train_x, holdout_x=run.holdout_x
-    )
-    att_s = attack_run.evaluate(synth, attacks.raw_texts(inputs.synthetic, cols.excluded))
-    report_progress("privacy attacks: naive baseline", 0.88)
-    # the naive baseline draws identifier and free-text cells like the others: each column on its own
-    base_raw = {
-        col: cells[np.random.default_rng([inputs.seed, 0xBA5E, i]).integers(0, len(cells), size=base.rows)]
-        for i, (col, cells) in enumerate(texts["train"].items())
-        if len(cells)
-    }
-    att_b = attack_run.evaluate(base, base_raw, scale=BASELINE_ATTACK_SHARE, inference=False)
-    report_progress("privacy attacks: real holdout", 0.92)
-    att_h = attack_run.evaluate_holdout()
-    measured += _attack_measures(att_s, att_b, att_h, holdout.rows, cols)
+    measured += _run_attacks(inputs, cols, encoder, run, frames, report_progress)
 
     # ---- report ------------------------------------------------------------------------------
     report_progress("report", 0.97)
@@ -282,6 +243,76 @@ def evaluate(inputs: EvaluationInputs, progress: Progress | None = None) -> Repo
     report.seconds = time.perf_counter() - start
     report_progress("done", 1.0)
     return report
+
+
+def _run_privacy(
+    inputs: EvaluationInputs,
+    cols: ColumnSet,
+    encoder: DistanceEncoder,
+    frames: dict[str, Any],
+    report_progress: Progress,
+) -> tuple[privacy.PrivacyRun, Any, list[Measured]]:
+    """Distances (DCR, NNDR) and exact copies of the synthetic rows, the naive
+    baseline and the real holdout: the run (the attacks reuse its encodings),
+    the synthetic rows' numbers (for the distance charts) and the measures."""
+    train, holdout, synth, base = frames["train"], frames["holdout"], frames["synthetic"], frames["baseline"]
+    report_progress("privacy", 0.45)
+    target = inputs.target or ""
+    sensitive = inputs.sensitive_column or (target or None)
+    qis = inputs.quasi_identifiers
+    if qis is None:
+        qis = [c for c in cols.names if c != sensitive]
+    qis = [q for q in qis if q != sensitive]
+    run = privacy.PrivacyRun(
+        cols,
+        encoder,
+        train,
+        holdout,
+        seed=inputs.seed,
+        rows=inputs.privacy_rows,
+        sensitive=sensitive,
+        quasi_identifiers=qis,
+    )
+    report_progress("privacy: synthetic rows", 0.5)
+    priv_s = run.evaluate(synth, progress=lambda f: report_progress("privacy: synthetic rows", 0.5 + 0.2 * f))
+    report_progress("privacy: naive baseline", 0.7)
+    priv_b = run.evaluate(base, rows=privacy.BASELINE_ROWS)
+    report_progress("privacy: real holdout", 0.75)
+    priv_h = run.evaluate_holdout()
+    measures = _privacy_measures(priv_s, priv_b, priv_h, synth.rows, holdout.rows, sensitive, qis, cols)
+    return run, priv_s, measures
+
+
+def _run_attacks(
+    inputs: EvaluationInputs,
+    cols: ColumnSet,
+    encoder: DistanceEncoder,
+    run: privacy.PrivacyRun,
+    frames: dict[str, Any],
+    report_progress: Progress,
+) -> list[Measured]:
+    """The privacy attacks on the synthetic rows, the naive baseline and the real holdout."""
+    train, holdout, synth, base = frames["train"], frames["holdout"], frames["synthetic"], frames["baseline"]
+    report_progress("privacy attacks: synthetic rows", 0.8)
+    texts = {
+        "train": attacks.raw_texts(inputs.real_train, cols.excluded),
+        "holdout": attacks.raw_texts(inputs.real_holdout, cols.excluded),
+    }
+    attack_run = attacks.AttackRun(
+        cols, encoder, train, holdout, seed=inputs.seed, texts=texts, train_x=run.train_x, holdout_x=run.holdout_x
+    )
+    att_s = attack_run.evaluate(synth, attacks.raw_texts(inputs.synthetic, cols.excluded))
+    report_progress("privacy attacks: naive baseline", 0.88)
+    # the naive baseline draws identifier and free-text cells like the others: each column on its own
+    base_raw = {
+        col: cells[np.random.default_rng([inputs.seed, 0xBA5E, i]).integers(0, len(cells), size=base.rows)]
+        for i, (col, cells) in enumerate(texts["train"].items())
+        if len(cells)
+    }
+    att_b = attack_run.evaluate(base, base_raw, scale=BASELINE_ATTACK_SHARE, inference=False)
+    report_progress("privacy attacks: real holdout", 0.92)
+    att_h = attack_run.evaluate_holdout()
+    return _attack_measures(att_s, att_b, att_h, holdout.rows, cols)
 
 
 # ---------------------------------------------------------------------------------------------
