@@ -33,8 +33,9 @@ WORKDIR /app
 # ---- build: gRPC code from protos/ into /app/gen --------------------------------
 FROM python AS codegen
 COPY requirements.txt ./
-# Only the code generator and protobuf, at the versions requirements.txt pins.
-RUN grep -E '^(grpcio-tools|protobuf)==' requirements.txt > codegen.txt \
+# Only the code generator, protobuf and the googleapis protos (google.rpc.Status),
+# at the versions requirements.txt pins.
+RUN grep -E '^(grpcio-tools|protobuf|googleapis-common-protos)==' requirements.txt > codegen.txt \
     && python -m venv /opt/codegen \
     && /opt/codegen/bin/pip install --no-cache-dir -r codegen.txt
 COPY protos/ protos/

@@ -28,9 +28,16 @@ _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_STRING: {"type": "string"},
     FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
 }
-_WELL_KNOWN = {
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": "^-?[0-9.]+s$"},
+    # JSON's Any: the packed message's fields beside its type URL (ErrorInfo, BadRequest)
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
 }
 
 
@@ -45,7 +52,7 @@ class _Schemas:
     def message(self, desc: Descriptor) -> dict[str, Any]:
         if desc.full_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[desc.full_name])
-        name = desc.full_name.removeprefix("synth.v1.")
+        name = desc.full_name.removeprefix("synth.v1.")  # google.rpc.Status keeps its package
         if name not in self.out:
             self.out[name] = {}  # recursion guard
             props = {}

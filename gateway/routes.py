@@ -21,8 +21,9 @@ class Route:
     pattern: str  # "/v1/datasets/{dataset_id}"
     rpc: str  # "/synth.v1.DatasetService/GetDataset"
     summary: str
-    # json: unary call; upload: a CSV body; events: server-sent events;
-    # download: a streamed file; evaluate: events or the final report.
+    # json: unary call; upload: a CSV body; events: a job's events as
+    # server-sent events (training and evaluation jobs alike); download: a
+    # streamed file; evaluate: the deprecated Evaluate, events or the final report.
     kind: str = "json"
     # Request fields read from the query string (GET/DELETE) besides path ones.
     query: tuple[str, ...] = ()
@@ -113,14 +114,53 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/v1/evaluations",
+        _E + "StartEvaluation",
+        "Start an evaluation job: utility, fidelity and privacy of a synthetic set",
+        body=True,
+        description=(
+            "Returns at once with the queued job (`job.id`, `eval-...`). Follow it with "
+            "`GET /v1/evaluations/{job_id}/events`; once it has succeeded, `GET /v1/reports/{report_id}` has "
+            "the report. Send a `request_id` (a UUID) to make a retry return the same job."
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/evaluations",
+        _E + "ListEvaluationJobs",
+        "List evaluation jobs, newest first",
+        query=("page_size", "page_token"),
+    ),
+    Route("GET", "/v1/evaluations/{job_id}", _E + "GetEvaluationJob", "An evaluation job"),
+    Route(
+        "POST", "/v1/evaluations/{job_id}:cancel", _E + "CancelEvaluationJob", "Cancel a queued or running evaluation"
+    ),
+    Route(
+        "GET",
+        "/v1/evaluations/{job_id}/events",
+        _E + "WatchEvaluation",
+        "An evaluation's progress as server-sent events",
+        kind="events",
+        query=("after_sequence",),
+        description=(
+            "`text/event-stream`, as a training job's events: one event per WatchEvaluationResponse, `id` = "
+            "its sequence, `event` = the event kind (queued, started, progress, succeeded, failed, cancelled), "
+            "`data` = the message as JSON. A failed event carries a google.rpc.Status (`failed.status`, its "
+            "`details` an ErrorInfo with the reason). Ends after the terminal event. Re-attach with "
+            "`after_sequence` or the `Last-Event-ID` header: no event is lost or repeated."
+        ),
+    ),
+    Route(
+        "POST",
         "/v1/reports",
         _E + "Evaluate",
-        "Evaluate a synthetic set: progress events, then the report",
+        "Deprecated: evaluate and wait (use POST /v1/evaluations)",
         kind="evaluate",
         body=True,
         description=(
-            "With `Accept: text/event-stream`: `progress` events then one `report` event (data: the "
-            "EvaluateResponse as JSON). Otherwise the call waits and answers the final EvaluateResponse."
+            "Deprecated, kept for one release: starts an evaluation job as `POST /v1/evaluations` does and "
+            "follows it. With `Accept: text/event-stream`: `progress` events then one `report` event (data: "
+            "the EvaluateResponse as JSON). Otherwise the call waits and answers the final EvaluateResponse."
         ),
     ),
     Route("GET", "/v1/reports", _E + "ListReports", "List evaluation reports", query=("page_size", "page_token")),

@@ -18,6 +18,15 @@ PROTOS = ROOT / "protos"
 OUT = ROOT / "gen"
 
 
+def _googleapis_root() -> str:
+    """Where googleapis-common-protos keeps its .proto files (google/rpc/status.proto):
+    the folder above ``google/``. Its generated modules (``google.rpc.status_pb2``)
+    come from the same package at run time, so nothing of it is generated here."""
+    import google.rpc.status_pb2 as status
+
+    return str(Path(status.__file__).resolve().parents[2])
+
+
 def main() -> int:
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -28,6 +37,7 @@ def main() -> int:
         "protoc",
         f"-I{PROTOS}",
         f"-I{well_known}",
+        f"-I{_googleapis_root()}",
         f"--python_out={OUT}",
         f"--pyi_out={OUT}",
         f"--grpc_python_out={OUT}",

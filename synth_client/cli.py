@@ -4,6 +4,8 @@
     synth demo                     start, upload the bundled Adult table, report
     synth datasets upload FILE     upload a CSV with a progress bar
     synth datasets list|show|preview|delete
+    synth evaluate MODEL [--detach]             an evaluation job, followed to its report
+    synth evaluations list|show|watch|cancel    evaluation jobs
 
 Every listing command takes ``--json`` for scripts. Addresses come from
 --address / SYNTH_ADDRESS (one front door) or the per-service flags and
@@ -194,7 +196,29 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--explain", action="store_true", help="print every metric's sentence")
     evaluate.add_argument("--html", type=Path, help="also write a self-contained HTML report")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument(
+        "--detach", action="store_true", help="start the evaluation job, print its id and return at once"
+    )
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    evaluations = sub.add_parser("evaluations", help="evaluation jobs").add_subparsers(title="actions")
+    elist = evaluations.add_parser("list", help="evaluation jobs, newest first")
+    elist.add_argument("--json", action="store_true")
+    elist.set_defaults(handler=_cmd_evaluations_list)
+    eshow = evaluations.add_parser("show", help="an evaluation job: state, progress, report or error")
+    eshow.add_argument("job_id")
+    eshow.add_argument("--json", action="store_true")
+    eshow.set_defaults(handler=_cmd_evaluations_show)
+    ewatch = evaluations.add_parser("watch", help="re-attach to an evaluation; shows the report when it is done")
+    ewatch.add_argument("job_id")
+    ewatch.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+    ewatch.add_argument("--explain", action="store_true", help="print every metric's sentence")
+    ewatch.add_argument("--html", type=Path, help="also write a self-contained HTML report")
+    ewatch.add_argument("--json", action="store_true", help="one JSON event per line")
+    ewatch.set_defaults(handler=_cmd_evaluations_watch)
+    ecancel = evaluations.add_parser("cancel", help="cancel a queued or running evaluation")
+    ecancel.add_argument("job_id")
+    ecancel.set_defaults(handler=_cmd_evaluations_cancel)
 
     report = sub.add_parser("report", help="show a stored report")
     report.add_argument("report_id")
@@ -632,33 +656,124 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _run_evaluation(client: SynthClient, dataset_id: str, model_id: str, **kwargs: Any) -> Any:
-    """Follow an evaluation with a progress bar; returns the report."""
+    """Start an evaluation job and follow it with a progress bar; returns the report."""
+    job = client.start_evaluation(dataset_id, model_id=model_id, **kwargs)
+    return _follow_evaluation(client, job.id)
+
+
+def _follow_evaluation(client: SynthClient, job_id: str, after: int = 0) -> Any:
+    """An evaluation job's progress as a bar until it ends; returns its report. A
+    failed job raises its error; Ctrl-C detaches (the job goes on) and says how
+    to re-attach."""
     from tqdm import tqdm
 
-    report = None
+    last = after
     with tqdm(total=100, unit="%", desc="evaluating", disable=None, bar_format="{l_bar}{bar}| {desc}") as bar:
-        for event in client.evaluate(dataset_id, model_id=model_id, **kwargs):
-            if event.WhichOneof("event") == "progress":
-                bar.update(round(event.progress.fraction * 100) - bar.n)
-                bar.set_description(event.progress.stage[:60])
-            else:
-                report = event.report
-    return report
+        try:
+            for event in client.watch_evaluation(job_id, after):
+                last = event.sequence
+                kind = event.WhichOneof("event")
+                if kind == "queued" and event.queued.position:
+                    bar.set_description(f"queued ({event.queued.position} ahead)")
+                elif kind == "started" and event.started.attempt > 1:
+                    bar.update(-bar.n)
+                    bar.set_description(f"computing again after an evaluator restart (run {event.started.attempt})")
+                elif kind == "progress":
+                    bar.update(max(0, round(event.progress.fraction * 100) - bar.n))
+                    bar.set_description(event.progress.stage[:60])
+                elif kind == "succeeded":
+                    bar.update(100 - bar.n)
+                    return client.get_report(event.succeeded.report_id)
+                elif kind == "failed":
+                    raise SynthError.from_status(event.failed.status)
+                elif kind == "cancelled":
+                    raise SynthError("CANCELLED", f"evaluation {job_id} was cancelled", reason="JOB_CANCELLED")
+        except KeyboardInterrupt:
+            bar.close()
+            sys.stderr.write(
+                f"\ndetached; the evaluation goes on. Re-attach with: synth evaluations watch {job_id} --after {last}"
+                f"\n(or stop it: synth evaluations cancel {job_id})\n"
+            )
+            raise
+    raise SynthError("UNAVAILABLE", f"evaluation {job_id}'s events ended early; watch it again")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     with _client(args) as client:
         dataset_id = args.dataset or client.get_model(args.model_id).dataset_id
-        report = _run_evaluation(
-            client,
-            dataset_id,
-            args.model_id,
-            target_column=args.target,
-            task=args.task,
-            seed=args.seed,
-            synthetic_rows=args.rows,
-        )
+        settings = dict(target_column=args.target, task=args.task, seed=args.seed, synthetic_rows=args.rows)
+        if args.detach:
+            job = client.start_evaluation(dataset_id, model_id=args.model_id, **settings)
+            if args.json:
+                _print_json(job)
+            else:
+                print(f"started {job.id}; watch with: synth evaluations watch {job.id}")
+            return 0
+        report = _run_evaluation(client, dataset_id, args.model_id, **settings)
     return _show_report(report, args)
+
+
+def _cmd_evaluations_list(args: argparse.Namespace) -> int:
+    from synth.v1 import training_pb2
+
+    with _client(args) as client:
+        found = client.list_evaluation_jobs()
+    if args.json:
+        print(json.dumps([_to_dict(j) for j in found], indent=1))
+        return 0
+    rows = [
+        [
+            j.id,
+            j.model_id or j.synthetic_dataset_id,
+            labels.label(training_pb2.JobState, j.state),
+            f"{j.progress.fraction:.0%}",
+            j.report_id,
+            j.error.message[:40],
+        ]
+        for j in found
+    ]
+    _print_table(["ID", "SYNTHETIC SOURCE", "STATE", "DONE", "REPORT", "ERROR"], rows)
+    return 0
+
+
+def _cmd_evaluations_show(args: argparse.Namespace) -> int:
+    from synth.v1 import training_pb2
+
+    with _client(args) as client:
+        job = client.get_evaluation_job(args.job_id)
+    if args.json:
+        _print_json(job)
+        return 0
+    print(f"evaluation {job.id}: {labels.label(training_pb2.JobState, job.state)}")
+    print(f"  real dataset {job.dataset_id}, synthetic rows from {job.model_id or job.synthetic_dataset_id}")
+    print(f"  target {job.target_column or 'none'}, seed {job.seed}")
+    if job.progress.stage:
+        print(f"  {job.progress.stage} ({job.progress.fraction:.0%})")
+    if job.report_id:
+        print(f"  report {job.report_id} (show it: synth report {job.report_id})")
+    if job.HasField("error"):
+        error = SynthError.from_status(job.error)
+        print(f"  failed ({error.reason or error.code}): {error}")
+    return 0
+
+
+def _cmd_evaluations_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.json:
+            for event in client.watch_evaluation(args.job_id, args.after):
+                print(json.dumps(_to_dict(event)), flush=True)
+                if event.WhichOneof("event") in ("failed", "cancelled"):
+                    return 1
+            return 0
+        report = _follow_evaluation(client, args.job_id, args.after)
+    return _show_report(report, args)
+
+
+def _cmd_evaluations_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.cancel_evaluation(args.job_id)
+    print(f"cancel requested for {args.job_id}")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import status_pb2
 
-from services.common.rpc_status import decode_rpc_error
+from services.common.rpc_status import DecodedStatus, decode_rpc_error, decode_status
 
 
 @dataclass
@@ -40,7 +41,15 @@ class SynthError(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> SynthError:
-        status = decode_rpc_error(err)
+        return cls._decoded(decode_rpc_error(err))
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> SynthError:
+        """A failed job's ``google.rpc.Status`` (its record's ``error``, its failed event's ``status``)."""
+        return cls._decoded(decode_status(status))
+
+    @classmethod
+    def _decoded(cls, status: DecodedStatus) -> SynthError:
         return cls(
             code=status.code,
             message=status.message,

@@ -14,6 +14,7 @@ from aiohttp import web
 from google.protobuf import json_format, symbol_database
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2  # noqa: F401 - a failed job's Status packs these: JSON needs them known
 from synth.v1 import common_pb2, datasets_pb2
 
 from gateway.codes import HttpError

@@ -1,5 +1,6 @@
-"""Server streams over HTTP: training events and evaluation progress as
-server-sent events (one relay for both), and sampled rows as a chunked download.
+"""Server streams over HTTP: a job's events (training and evaluation jobs
+alike, and the deprecated Evaluate's progress) as server-sent events, all
+through one relay, and sampled rows as a chunked download.
 
 A stream's first message is awaited before the answer starts, so a call that
 fails at once (a job that does not exist) is an ordinary HTTP error. After
@@ -31,20 +32,23 @@ log = logging.getLogger("gateway.http")
 HEARTBEAT_SECONDS = 15.0
 # How long an event stream waits for its first event before starting the answer anyway.
 _FIRST_EVENT_SECONDS = 2.0
-_TRAINING_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# The terminal events of every job (the cases of WatchTrainingResponse's and WatchEvaluationResponse's oneof).
+_JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 async def watch(request: web.Request, route: Route, params: dict[str, str]) -> web.StreamResponse:
-    """WatchTraining as SSE, resumable with ``Last-Event-ID``; ends after the terminal event."""
+    """A job's Watch* call (WatchTraining, WatchEvaluation) as SSE, resumable
+    with ``Last-Event-ID``; ends after the terminal event."""
     message = await request_message(request, route, params)
     last_id = (request.headers.get("Last-Event-ID") or "").strip()
     if last_id.isdigit() and int(last_id) > message.after_sequence:
         message.after_sequence = int(last_id)
-    return await _relay_events(request, route, message, terminal=_TRAINING_TERMINAL)
+    return await _relay_events(request, route, message, terminal=_JOB_TERMINAL)
 
 
 async def evaluate(request: web.Request, route: Route, params: dict[str, str]) -> web.StreamResponse:
-    """Evaluate: progress and report as SSE (``Accept: text/event-stream``), or the final report."""
+    """The deprecated Evaluate: progress and report as SSE (``Accept:
+    text/event-stream``), or the final report."""
     message = await request_message(request, route, params)
     if "text/event-stream" in (request.headers.get("Accept") or ""):
         return await _relay_events(request, route, message, terminal=frozenset())

@@ -4,9 +4,10 @@
 
 const $ = (id) => document.getElementById(id);
 const WATCH_KEY = "synth.watch";
+const EVAL_KEY = "synth.evaluation";
 const KEY_KEY = "synth.apiKey";
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const state = { info: null, datasets: [], models: [], watch: null, watchAbort: null };
+const state = { info: null, datasets: [], models: [], watch: null, watchAbort: null, evaluation: null, evaluationAbort: null };
 
 /* ---------------------------------------------------------------- API */
 class ApiError extends Error {
@@ -156,6 +157,7 @@ $("auth-form").addEventListener("submit", (e) => {
   $("auth-form").hidden = true;
   refreshAll();
   resumeWatch();
+  resumeEvaluation();
 });
 
 /* ------------------------------------------------------------- routing */
@@ -175,6 +177,7 @@ window.addEventListener("hashchange", () => {
   $(`h-${step}`).focus();
   if (step === "library") refreshLists();
   if (step === "train" && arg && arg.startsWith("job-") && (!state.watch || state.watch.job_id !== arg)) resumeWatch();
+  if (step === "evaluate" && arg && arg.startsWith("eval-") && (!state.evaluation || state.evaluation.job_id !== arg)) resumeEvaluation();
 });
 
 /* -------------------------------------------------------------- lists */
@@ -263,6 +266,11 @@ function refreshLists() {
     node("td", {},
       node("button", { type: "button", onclick: () => { choose($("gen-model"), m.id); modelChanged(); location.hash = "#generate"; } }, "Generate"), " ",
       node("button", { type: "button", onclick: () => { choose($("eval-model"), m.id); choose($("eval-dataset"), m.dataset_id); updateTargets($("eval-dataset"), $("eval-target")); location.hash = "#evaluate"; } }, "Evaluate")),
+  ]);
+  listInto("list-evaluations", "/v1/evaluations?page_size=200", "jobs", ["ID", "Synthetic source", "State", "Done", "Report", ""], (j) => [
+    j.id, j.model_id || j.synthetic_dataset_id, short(j.state, "JOB_STATE_"), `${Math.round(100 * ((j.progress && j.progress.fraction) || 0))} %`,
+    j.report_id || (j.error && j.error.message) || "",
+    node("td", {}, node("a", { href: `#evaluate/${j.id}` }, "Watch")),
   ]);
   listInto("list-reports", "/v1/reports?page_size=200", "reports", ["ID", "Dataset", "Verdict", "Utility", "Fidelity", "Privacy", ""], (r) => [
     r.id, r.dataset_id, badge(r.verdict), Charts.fmt(r.utility_score), Charts.fmt(r.fidelity_score), Charts.fmt(r.privacy_score),
@@ -649,6 +657,97 @@ function badge(verdict) {
   return node("span", { class: `badge ${cls}` }, text);
 }
 
+/* An evaluation is a job, as training is: started with POST /v1/evaluations, followed
+   through its server-sent events, and remembered (synth.evaluation) so that a reload
+   re-attaches after the last event seen. */
+function saveEvaluation() {
+  if (state.evaluation) localStorage.setItem(EVAL_KEY, JSON.stringify(state.evaluation));
+}
+
+function evalStatus(text) { $("eval-status").textContent = text; }
+
+// A failed job's google.rpc.Status (code, message, details) as the error a failed call gives.
+function statusError(status) {
+  return new ApiError(0, { message: status.message || "the evaluation failed", details: status.details || [] });
+}
+
+function onEvaluationEvent(kind, ev, id) {
+  const w = state.evaluation;
+  w.last = id || ev.sequence || w.last;
+  if (kind === "queued") evalStatus(ev.queued.position ? `Queued (${ev.queued.position} ahead)…` : "Queued…");
+  else if (kind === "started") {
+    $("eval-progress").value = 0;
+    evalStatus((ev.started.attempt || 1) > 1 ? "Computing again after an evaluator restart…" : "Started…");
+  } else if (kind === "progress") {
+    $("eval-progress").value = ev.progress.fraction || 0;
+    evalStatus(`${ev.progress.stage}…`);
+  } else if (kind === "succeeded") {
+    w.done = true;
+    w.report_id = ev.succeeded.report_id;
+    $("eval-progress").value = 1;
+    evalStatus(`Report ${ev.succeeded.report_id} ready.`);
+    showEvaluationReport(ev.succeeded.report_id);
+  } else if (kind === "failed") {
+    w.done = true;
+    evalStatus("Failed.");
+    $("eval-error").textContent = describe(statusError(ev.failed.status || {}));
+  } else if (kind === "cancelled") { w.done = true; evalStatus("Cancelled."); }
+  else if (kind === "error") { w.done = true; $("eval-error").textContent = describe(new ApiError(ev.error.code, ev.error)); }
+  $("eval-cancel").disabled = !!w.done;
+  saveEvaluation();
+}
+
+async function showEvaluationReport(reportId) {
+  try { renderReport((await getJSON(`/v1/reports/${reportId}`)).report); } catch (err) { $("eval-error").textContent = describe(err); }
+}
+
+async function watchEvaluation(jobId, after) {
+  if (state.evaluationAbort) state.evaluationAbort.abort();
+  state.evaluation = { job_id: jobId, last: after || 0, done: false };
+  saveEvaluation();
+  if (location.hash !== `#evaluate/${jobId}`) history.replaceState(null, "", `#evaluate/${jobId}`);
+  $("eval-live").hidden = false;
+  $("eval-error").textContent = "";
+  $("eval-cancel").disabled = false;
+  evalStatus(`Following ${jobId}…`);
+  let failures = 0;
+  while (state.evaluation && state.evaluation.job_id === jobId && !state.evaluation.done) {
+    const abort = new AbortController();
+    state.evaluationAbort = abort;
+    try {
+      const sentKey = sessionStorage.getItem(KEY_KEY);
+      const response = await fetch(`/v1/evaluations/${jobId}/events?after_sequence=${state.evaluation.last}`, { headers: authHeaders(), signal: abort.signal });
+      if (!response.ok) throw await errorFrom(response, sentKey);
+      failures = 0;
+      await readEvents(response, onEvaluationEvent);
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      if (err instanceof ApiError && err.status < 500) {
+        $("eval-error").textContent = describe(err);
+        state.evaluation.done = true;
+        $("eval-cancel").disabled = true;
+        saveEvaluation();
+        return;
+      }
+      failures += 1;
+      evalStatus(`Connection lost; re-attaching after event ${state.evaluation.last}…`);
+      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** failures, 5000)));
+    }
+  }
+}
+
+function resumeEvaluation() {
+  const [step, arg] = location.hash.slice(1).split("/");
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(EVAL_KEY) || "null"); } catch (_) { saved = null; }
+  if (step === "evaluate" && arg && arg.startsWith("eval-")) {
+    // the events from the start: a finished job replays to its report
+    watchEvaluation(arg, saved && saved.job_id === arg && !saved.done ? saved.last : 0);
+  } else if (saved && !saved.done) {
+    watchEvaluation(saved.job_id, saved.last);
+  }
+}
+
 $("eval-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("eval-error").textContent = "";
@@ -664,26 +763,24 @@ $("eval-form").addEventListener("submit", async (e) => {
   $("eval-start").disabled = true;
   $("eval-live").hidden = false;
   $("eval-progress").value = 0;
-  $("eval-status").textContent = "Starting…";
+  evalStatus("Starting…");
   try {
-    const response = await request("POST", "/v1/reports", body, { Accept: "text/event-stream" });
-    await readEvents(response, (kind, ev) => {
-      if (kind === "progress") {
-        $("eval-progress").value = ev.progress.fraction;
-        $("eval-status").textContent = `${ev.progress.stage}…`;
-      } else if (kind === "report") {
-        $("eval-progress").value = 1;
-        $("eval-status").textContent = `Report ${ev.report.id} ready.`;
-        renderReport(ev.report);
-      } else if (kind === "error") {
-        $("eval-error").textContent = describe(new ApiError(ev.error.code, ev.error));
-      }
-    });
+    const { job } = await sendJSON("POST", "/v1/evaluations", body);
+    watchEvaluation(job.id, 0);
   } catch (err) {
     $("eval-error").textContent = describe(err);
+    evalStatus("");
   } finally {
     $("eval-start").disabled = false;
   }
+});
+
+$("eval-cancel").addEventListener("click", async () => {
+  if (!state.evaluation) return;
+  try {
+    await request("POST", `/v1/evaluations/${state.evaluation.job_id}:cancel`);
+    evalStatus("Cancelling…");
+  } catch (err) { $("eval-error").textContent = describe(err); }
 });
 
 const CATEGORIES = [
@@ -762,6 +859,9 @@ async function start() {
     if (state.info.auth_required && !state.info.authenticated) showAuth(sessionStorage.getItem(KEY_KEY) ? "That API key was not accepted." : "");
   } catch (_) { /* offline: the calls will say so */ }
   await refreshAll();
-  if (!state.info || !state.info.auth_required || state.info.authenticated) resumeWatch();
+  if (!state.info || !state.info.auth_required || state.info.authenticated) {
+    resumeWatch();
+    resumeEvaluation();
+  }
 }
 start();

@@ -4,10 +4,13 @@ servicer needs. Servicers use these; domain code never sees protobuf."""
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
 from synth.v1 import common_pb2, datasets_pb2
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.fakes import describe_fake
+from services.common.jobs import Failure
+from services.common.rpc_status import status_proto
 from services.common.schema import ColumnInfo, ColumnKind, DatasetInfo
 
 _KIND_TO_PROTO = {
@@ -74,4 +77,17 @@ def dataset_to_proto(info: DatasetInfo) -> datasets_pb2.Dataset:
         missing_markers=info.missing_markers,
         source_encoding=info.source_encoding,
         create_time=timestamp(info.created_at),
+    )
+
+
+def failure_to_status(failure: Failure) -> status_pb2.Status:
+    """A failed job's failure as the ``google.rpc.Status`` its record and failed
+    event carry: the code, the message, an ErrorInfo (reason, metadata) and a
+    BadRequest for field violations, as a failed call would have them."""
+    return status_proto(
+        failure.code,
+        failure.message,
+        reason=failure.reason,
+        metadata=failure.metadata,
+        violations=[(v.field, v.description) for v in failure.violations],
     )

@@ -83,3 +83,35 @@ class Unauthenticated(SynthError):
 
 class Internal(SynthError):
     code = "INTERNAL"
+
+
+_BY_CODE: dict[str, type[SynthError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Cancelled,
+        DeadlineExceeded,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+        Internal,
+    )
+}
+
+
+def error_for(
+    code: str,
+    message: str,
+    *,
+    reason: str = "",
+    violations: list[FieldViolation] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> SynthError:
+    """The error of the tree for a status code name (a failure recorded with a
+    job, raised again); a code with no class of its own becomes ``Internal``."""
+    cls = _BY_CODE.get(code, Internal)
+    return cls(message, reason=reason, violations=list(violations or []), metadata=dict(metadata or {}))

@@ -36,19 +36,17 @@ from concurrent import futures
 from typing import Any, NamedTuple, NoReturn
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.errors import ResourceExhausted, SynthError
 from services.common.logs import bind
+from services.common.rpc_status import status_proto
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 _INTERNAL_MESSAGE = "internal error; the server log has the details (search for the request id)"
-_MAX_VIOLATIONS = 20
-_MAX_MESSAGE_CHARS = 2000
 _END = object()  # the end of a sync iterator, as returned by a pool call
 
 
@@ -79,18 +77,13 @@ class GrpcServerMetrics:
 
 def error_to_status(err: SynthError) -> grpc.Status:
     """The gRPC status (with google.rpc details) for a domain error."""
-    message = err.message if len(err.message) <= _MAX_MESSAGE_CHARS else err.message[:_MAX_MESSAGE_CHARS] + "…"
-    status = status_pb2.Status(code=getattr(code_pb2, err.code, code_pb2.UNKNOWN), message=message)
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain="synth.v1", metadata=err.metadata)
-    status.details.add().Pack(info)
-    if err.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in err.violations[:_MAX_VIOLATIONS]
-            ]
-        )
-        status.details.add().Pack(bad)
+    status = status_proto(
+        err.code,
+        err.message,
+        reason=err.reason,
+        metadata=err.metadata,
+        violations=[(v.field, v.description) for v in err.violations],
+    )
     return rpc_status.to_status(status)
 
 

@@ -1,10 +1,15 @@
-"""One decoder for a failed gRPC call's rich status, used by the gateway (to
-relay it as JSON), the client library (``SynthError``) and the evaluator (a
-sampler failure keeps its reason and violations).
+"""One encoder and one decoder for the platform's rich status.
 
-The server side puts a ``google.rpc.Status`` in ``grpc-status-details-bin``
-with an ``ErrorInfo`` (reason, metadata such as ``retry_after_seconds``) and,
-for bad input, a ``BadRequest`` (field violations); see ``rpc_calls.error_to_status``.
+:func:`status_proto` builds the ``google.rpc.Status`` of an error: the server
+sends it in ``grpc-status-details-bin`` (``rpc_calls.error_to_status``), and a
+failed job carries it in its record and its failed event. It holds an
+``ErrorInfo`` (reason, domain "synth.v1", metadata such as
+``retry_after_seconds``) and, for bad input, a ``BadRequest`` (field
+violations).
+
+:func:`decode_rpc_error` reads it back from a failed call: used by the gateway
+(to relay it as JSON), the client library (``SynthError``) and the evaluator (a
+sampler failure keeps its reason and violations).
 """
 
 from __future__ import annotations
@@ -14,10 +19,41 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 REQUEST_ID_HEADER = "x-request-id"
+ERROR_DOMAIN = "synth.v1"
+MAX_MESSAGE_CHARS = 2000
+MAX_VIOLATIONS = 20
+
+
+def status_proto(
+    code: str,
+    message: str,
+    *,
+    reason: str = "",
+    metadata: dict[str, str] | None = None,
+    violations: list[tuple[str, str]] | None = None,
+) -> status_pb2.Status:
+    """A ``google.rpc.Status`` for a status code name (e.g. "NOT_FOUND"): the
+    message (cut to ``MAX_MESSAGE_CHARS``), an ErrorInfo with ``reason`` and
+    ``metadata``, and a BadRequest with the first ``MAX_VIOLATIONS`` field
+    violations when there are any."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "…"
+    status = status_pb2.Status(code=getattr(code_pb2, code, code_pb2.UNKNOWN), message=message)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    status.details.add().Pack(info)
+    if violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in violations[:MAX_VIOLATIONS]
+            ]
+        )
+        status.details.add().Pack(bad)
+    return status
 
 
 @dataclass(frozen=True)
@@ -45,6 +81,33 @@ def decode_rpc_error(err: grpc.RpcError | Any) -> DecodedStatus:
         status = rpc_status.from_call(err)
     except (ValueError, AttributeError, TypeError):  # no call, or details not matching the code
         pass
+    reason, metadata, violations, messages = _details(status)
+    return DecodedStatus(
+        code=code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN",
+        message=message,
+        reason=reason,
+        metadata=metadata,
+        violations=violations,
+        request_id=next((str(v) for k, v in trailers if k == REQUEST_ID_HEADER), ""),
+        details=messages,
+    )
+
+
+def decode_status(status: status_pb2.Status) -> DecodedStatus:
+    """A ``google.rpc.Status`` message (a failed job's) read like a failed call's."""
+    reason, metadata, violations, messages = _details(status)
+    try:
+        code = code_pb2.Code.Name(status.code)
+    except ValueError:
+        code = "UNKNOWN"
+    return DecodedStatus(
+        code=code, message=status.message, reason=reason, metadata=metadata, violations=violations, details=messages
+    )
+
+
+def _details(
+    status: status_pb2.Status | None,
+) -> tuple[str, dict[str, str], list[tuple[str, str]], list[Message]]:
     reason, metadata, violations, messages = "", {}, [], []
     for packed in status.details if status is not None else ():
         if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -57,12 +120,4 @@ def decode_rpc_error(err: grpc.RpcError | Any) -> DecodedStatus:
             packed.Unpack(bad)
             violations = [(v.field, v.description) for v in bad.field_violations]
             messages.append(bad)
-    return DecodedStatus(
-        code=code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN",
-        message=message,
-        reason=reason,
-        metadata=metadata,
-        violations=violations,
-        request_id=next((str(v) for k, v in trailers if k == REQUEST_ID_HEADER), ""),
-        details=messages,
-    )
+    return reason, metadata, violations, messages

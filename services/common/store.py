@@ -1,5 +1,6 @@
 """The artifact store: a folder (local disk, a PVC in Kubernetes) holding
-datasets, models, jobs and reports, one sub-folder per item.
+datasets, models, training jobs, reports and evaluation jobs, one sub-folder
+per item.
 
 Why the rules below:
 - Ids are validated against one strict pattern before they touch a path, so an
@@ -47,8 +48,9 @@ from typing import Any, TypeVar
 
 from services.common.errors import AlreadyExists, DataLoss, FieldViolation, InvalidArgument, NotFound
 
-KINDS = {"datasets": "ds", "models": "mdl", "jobs": "job", "reports": "rpt"}
-_ID_PATTERN = re.compile(r"^(ds|mdl|job|rpt)-[0-9a-f]{16}$")
+# "jobs" are training jobs (their ids came first); "evaluations" evaluation jobs.
+KINDS = {"datasets": "ds", "models": "mdl", "jobs": "job", "reports": "rpt", "evaluations": "eval"}
+_ID_PATTERN = re.compile(r"^(ds|mdl|job|rpt|eval)-[0-9a-f]{16}$")
 REQUEST_FILE = "request.json"
 CREATED_FILE = ".created"
 DEFAULT_PAGE_SIZE = 50

@@ -1,4 +1,5 @@
-"""Assembles the evaluator process: store, sampler client, evaluations, server."""
+"""Assembles the evaluator process: store, sampler client, evaluations (their
+jobs recovered and workers started), server."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from services.evaluator.settings import EvaluatorSettings
 
 
 def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None = None) -> SynthServer:
+    """The evaluator server, with the evaluation jobs no live replica holds
+    queued and its workers started. Call ``set_serving()`` after ``start()``."""
     registry = registry or CollectorRegistry()
     store = ArtifactStore(settings.store_dir, owner="evaluator")
     store.sweep()
@@ -35,9 +38,18 @@ def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None
         max_synthetic_rows=settings.max_synthetic_rows,
         holdout_fraction=settings.holdout_fraction,
         max_concurrent=settings.max_concurrent,
+        max_queued=settings.max_queued,
         n_jobs=settings.n_jobs,
         metrics=EvaluationMetrics(registry),
     )
+    evaluations.jobs.recover()
+    evaluations.jobs.start()
+
+    def stop_jobs() -> None:
+        # Running evaluations may finish within the grace period; the rest are
+        # released, and computed again by whichever replica takes them next.
+        evaluations.jobs.shutdown(timeout=settings.grace_seconds + 30.0, finish_within=settings.grace_seconds)
+
     bindings = [
         ServiceBinding(
             EvaluationServicer(evaluations),
@@ -45,4 +57,4 @@ def build_server(settings: EvaluatorSettings, registry: CollectorRegistry | None
             evaluation_pb2.DESCRIPTOR.services_by_name["EvaluationService"].full_name,
         ),
     ]
-    return SynthServer("evaluator", settings, bindings, registry=registry, on_shutdown=[sampler.close])
+    return SynthServer("evaluator", settings, bindings, registry=registry, on_shutdown=[stop_jobs, sampler.close])

@@ -1,5 +1,12 @@
 """The evaluator's domain: gather the real training rows, the real held-out rows
-and a synthetic table, score them (``metrics.evaluate``), store the report.
+and a synthetic table, score them (``quality.evaluate``), store the report.
+
+An evaluation is a job (``services.evaluator.jobs``, the design training jobs
+share): :meth:`Evaluations.start` validates a request and queues a job at once;
+a worker computes the report and stores it under the id the job reserved; the
+job ends succeeded (the report id), failed (a Failure with its reason) or
+cancelled, whoever watches. :meth:`Evaluations.evaluate` is the deprecated
+streamed call on top: start, follow, the report.
 
 Where the rows come from:
 - a model: the real rows are split exactly as the model recorded (its holdout
@@ -10,35 +17,47 @@ Where the rows come from:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import queue
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.dataset_store import DatasetRepository
 from services.common.errors import (
+    AlreadyExists,
     Cancelled,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     ResourceExhausted,
-    SynthError,
 )
 from services.common.holdout import split_holdout
-from services.common.logs import current_context, log_context
+from services.common.jobs import JobState
 from services.common.models import ModelRegistry
 from services.common.quality import TASKS, EvaluationInputs, Report, check_schema, evaluate
 from services.common.schema import ColumnInfo
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, request_key, write_json_atomic
+from services.evaluator.jobs import (
+    EvaluationCancelled,
+    EvaluationContext,
+    EvaluationFailed,
+    EvaluationJob,
+    EvaluationJobs,
+    EvaluationProgressed,
+    EvaluationQueued,
+    EvaluationSpec,
+    EvaluationSucceeded,
+)
 from services.evaluator.sampler_client import SamplerClient
 
 log = logging.getLogger(__name__)
@@ -74,13 +93,21 @@ class ReportStore:
     def __init__(self, store: ArtifactStore) -> None:
         self._store = store
 
-    def save(self, report: Report, request: RequestKey | None = None) -> Report:
-        """Store ``report``; returns what is stored for ``request``, which is
-        another report when a concurrent retry of it stored first."""
+    def put(self, report: Report) -> Report:
+        """Store ``report`` under its id (the one its job reserved); the report
+        already there when an earlier run of the job stored it first."""
         with self._store.staging() as staged:
             write_json_atomic(staged / REPORT_FILE, report.to_dict())
-            created = self._store.commit_once(staged, "reports", report.id, request)
-        return report if created else self.get(report.id)
+            try:
+                self._store.commit(staged, "reports", report.id)
+            except AlreadyExists:
+                return self.get(report.id)
+        return report
+
+    def find(self, request: RequestKey | None) -> Report | None:
+        """The report an earlier version's Evaluate stored for this request id, if any."""
+        earlier = self._store.find_request("reports", request)
+        return self.get(earlier) if earlier is not None else None
 
     def get(self, report_id: str) -> Report:
         return Report.from_dict(read_json(self._store.existing("reports", report_id) / REPORT_FILE))
@@ -103,7 +130,7 @@ class EvaluationMetrics:
         )
         self.failures = Counter(
             "synth_evaluation_failures_total",
-            "Evaluations that ended without a report, by error code (CANCELLED: the client left).",
+            "Evaluation jobs that ended without a report, by error code (CANCELLED: cancelled on request).",
             ["code"],
             registry=registry,
         )
@@ -113,9 +140,13 @@ class EvaluationMetrics:
             buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1800),
             registry=registry,
         )
-        self.running = Gauge("synth_evaluation_running", "Evaluations computing now.", registry=registry)
+        self.running = Gauge(
+            "synth_evaluation_running", "Evaluations computing now in this process.", registry=registry
+        )
         self.waiting = Gauge(
-            "synth_evaluation_waiting", "Evaluations waiting for a turn (MAX_CONCURRENT).", registry=registry
+            "synth_evaluation_waiting",
+            "Evaluation jobs queued for a worker (MAX_CONCURRENT per replica), in the store all replicas share.",
+            registry=registry,
         )
 
 
@@ -130,6 +161,7 @@ class Evaluations:
         max_synthetic_rows: int = 1_000_000,
         holdout_fraction: float = 0.2,
         max_concurrent: int = 1,
+        max_queued: int = 32,
         n_jobs: int | None = -1,
         metrics: EvaluationMetrics | None = None,
     ) -> None:
@@ -140,67 +172,88 @@ class Evaluations:
         self._sampler = sampler
         self._max_rows = max_synthetic_rows
         self._holdout_fraction = holdout_fraction
-        self._slots = threading.BoundedSemaphore(max_concurrent)
         self._n_jobs = n_jobs
         self.reports = ReportStore(store)
+        self.jobs = EvaluationJobs(
+            store, self._run_job, concurrency=max_concurrent, max_queued=max_queued, on_end=self._ended
+        )
+        self.metrics.waiting.set_function(self.jobs.queued_count)
 
-    def stream(self, request: EvaluationRequest, is_active: Callable[[], bool]) -> Iterator[Progress | Report]:
-        """Progress events while the report is computed (on a worker thread),
-        then the stored report. Bad requests fail before the first event. A
-        retry of a request whose report is stored gets that report at once."""
-        earlier = self._store.find_request("reports", request.key())
+    def start(self, request: EvaluationRequest) -> EvaluationJob:
+        """Validate and queue an evaluation job; returns at once. A retry with
+        the same ``request_id`` (AIP-155) gets the job the first call queued,
+        in whatever state it is, even if its inputs have gone since."""
+        key = request.key()
+        earlier = self._store.find_request("evaluations", key)
         if earlier is not None:
-            yield self.reports.get(earlier)
+            return self.jobs.get(earlier)
+        self._check(request)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        spec = EvaluationSpec(
+            dataset_id=request.dataset_id,
+            seed=seed,
+            model_id=request.model_id,
+            synthetic_dataset_id=request.synthetic_dataset_id,
+            target_column=request.target_column,
+            task=request.task,
+            synthetic_rows=request.synthetic_rows,
+            thresholds=dict(request.thresholds),
+        )
+        return self.jobs.create(spec, key)
+
+    async def evaluate(self, request: EvaluationRequest) -> AsyncGenerator[Progress | Report, None]:
+        """The deprecated streamed Evaluate, over jobs: start the job (or find
+        the one this request id started), then its progress, then its stored
+        report; a failed or cancelled job raises its error. Bad requests fail
+        before the first item. Leaving stops nothing: the job goes on."""
+        stored = await asyncio.to_thread(self.reports.find, request.key())
+        if stored is not None:  # stored by an earlier version's Evaluate for this request id
+            yield stored
             return
-        self._check(request)
-        events: queue.Queue[Progress | Report | BaseException] = queue.Queue()
-        context = current_context()
+        job = await asyncio.to_thread(self.start, request)
+        if job.state is JobState.SUCCEEDED:
+            yield await asyncio.to_thread(self.reports.get, job.report_id)
+            return
+        fraction = 0.0
+        async with contextlib.aclosing(self.jobs.watch(job.id, 0)) as events:
+            async for logged in events:
+                event = logged.event
+                if isinstance(event, EvaluationQueued) and event.position:
+                    yield Progress("waiting for another evaluation to finish", fraction)
+                elif isinstance(event, EvaluationProgressed):
+                    fraction = max(fraction, event.fraction)  # a run again after a restart starts over
+                    yield Progress(event.stage, fraction)
+                elif isinstance(event, EvaluationSucceeded):
+                    yield await asyncio.to_thread(self.reports.get, event.report_id)
+                    return
+                elif isinstance(event, EvaluationFailed):
+                    raise event.failure.error()
+                elif isinstance(event, EvaluationCancelled):
+                    raise Cancelled(f"evaluation {job.id} was cancelled", reason="JOB_CANCELLED")
 
-        def progress(stage: str, fraction: float) -> None:
-            if not is_active():
-                raise Cancelled("the client cancelled the evaluation")
-            events.put(Progress(stage, float(fraction)))
-
-        def work() -> None:
-            with log_context(**context):
-                try:
-                    events.put(self.run(request, progress))
-                except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-                    events.put(err)
-
-        threading.Thread(target=work, name="evaluation", daemon=True).start()
-        while True:
-            item = events.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if isinstance(item, Report):
-                return
-
-    def run(self, request: EvaluationRequest, progress: Callable[[str, float], None]) -> Report:
-        self._check(request)
-        if not self._slots.acquire(blocking=False):
-            self.metrics.waiting.inc()
-            try:
-                progress("waiting for another evaluation to finish", 0.0)
-                self._slots.acquire()
-            finally:
-                self.metrics.waiting.dec()
+    # ---- running a job (on a worker thread) ------------------------------------
+    def _run_job(self, job: EvaluationJob, ctx: EvaluationContext) -> None:
+        ctx.started()
+        if self._store.exists("reports", job.report_id):
+            # A run before this one stored the report and stopped before recording it.
+            report = self.reports.get(job.report_id)
+            ctx.succeed(report.id, report.seconds)
+            return
         self.metrics.running.inc()
         try:
-            report = self._run(request, progress)
-        except SynthError as err:
-            self.metrics.failures.labels(err.code).inc()
-            raise
-        except Exception:
-            self.metrics.failures.labels("INTERNAL").inc()
-            raise
+            report = self._compute(job.spec, job.report_id, ctx.progress)
         finally:
             self.metrics.running.dec()
-            self._slots.release()
         self.metrics.reports.labels(report.verdict or "none").inc()
         self.metrics.seconds.observe(report.seconds)
-        return report
+        log.info("report stored", extra={"report_id": report.id, "seconds": round(report.seconds, 1)})
+        ctx.succeed(report.id, report.seconds)
+
+    def _ended(self, job: EvaluationJob) -> None:
+        if job.state is JobState.FAILED and job.failure is not None:
+            self.metrics.failures.labels(job.failure.code).inc()
+        elif job.state is JobState.CANCELLED:
+            self.metrics.failures.labels("CANCELLED").inc()
 
     def _check(self, request: EvaluationRequest) -> None:
         if bool(request.model_id) == bool(request.synthetic_dataset_id):
@@ -239,31 +292,33 @@ class Evaluations:
                     reason="NO_HOLDOUT",
                 )
         else:
-            self._datasets.get(request.synthetic_dataset_id)
+            synthetic = self._datasets.get(request.synthetic_dataset_id)
+            # its columns, from its stored schema: a mismatch is refused now, not when the job runs
+            check_schema(dataset.columns, pd.DataFrame(columns=[c.name for c in synthetic.columns]))
 
-    def _run(self, request: EvaluationRequest, progress: Callable[[str, float], None]) -> Report:
+    def _compute(self, spec: EvaluationSpec, report_id: str, progress: Callable[[str, float], None]) -> Report:
         started = time.perf_counter()
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        seed = spec.seed
         progress("loading the real rows", 0.01)
-        dataset = self._datasets.get(request.dataset_id)
-        real = self._datasets.load_frame(request.dataset_id)
+        dataset = self._datasets.get(spec.dataset_id)
+        real = self._datasets.load_frame(spec.dataset_id)
         columns = dataset.columns
         engine = engine_reason = ""
-        if request.model_id:
-            model = self._models.get(request.model_id)
+        if spec.model_id:
+            model = self._models.get(spec.model_id)
             # the schema the model was trained with (a job may exclude columns or learn them as categories)
             columns = [ColumnInfo.from_dict(c) for c in model.columns]
             engine, engine_reason = model.engine, (model.selection or {}).get("reason", "")
-            holdout = self._models.holdout_indices(request.model_id)
+            holdout = self._models.holdout_indices(spec.model_id)
             train = np.setdiff1d(np.arange(len(real)), holdout)
-            rows = request.synthetic_rows or len(train)
+            rows = spec.synthetic_rows or len(train)
             progress(f"drawing {rows} synthetic rows from the model", 0.03)
-            synthetic = self._sampler.draw(request.model_id, rows, seed)
+            synthetic = self._sampler.draw(spec.model_id, rows, seed)
         else:
-            target = real[request.target_column] if request.target_column else None
+            target = real[spec.target_column] if spec.target_column else None
             train, holdout = split_holdout(target, len(real), self._holdout_fraction, seed)
             progress("loading the synthetic rows", 0.03)
-            synthetic = self._datasets.load_frame(request.synthetic_dataset_id)
+            synthetic = self._datasets.load_frame(spec.synthetic_dataset_id)
             check_schema(dataset.columns, synthetic)
         report = evaluate(
             EvaluationInputs(
@@ -271,22 +326,20 @@ class Evaluations:
                 real_holdout=real.iloc[holdout].reset_index(drop=True),
                 synthetic=synthetic,
                 columns=columns,
-                target=request.target_column or None,
-                task=request.task,
+                target=spec.target_column or None,
+                task=spec.task,
                 seed=seed,
-                thresholds=dict(request.thresholds),
+                thresholds=dict(spec.thresholds),
                 n_jobs=self._n_jobs,
             ),
             progress=lambda stage, fraction: progress(stage, 0.05 + 0.93 * fraction),
         )
-        report.id = self._store.new_id("reports", request.key())
-        report.dataset_id = request.dataset_id
-        report.model_id = request.model_id
-        report.synthetic_dataset_id = request.synthetic_dataset_id
+        report.id = report_id
+        report.dataset_id = spec.dataset_id
+        report.model_id = spec.model_id
+        report.synthetic_dataset_id = spec.synthetic_dataset_id
         report.engine, report.engine_reason = engine, engine_reason
         report.create_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         report.seconds = time.perf_counter() - started
         progress("storing the report", 0.99)
-        report = self.reports.save(report, request.key())
-        log.info("report stored", extra={"report_id": report.id, "seconds": round(report.seconds, 1)})
-        return report
+        return self.reports.put(report)

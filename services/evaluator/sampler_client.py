@@ -55,7 +55,8 @@ class SamplerClient:
             kind = _CODES.get(err.code(), errors.Unavailable)
             raise kind(
                 f"the sampler ({self.address}) could not draw rows: {status.message}",
-                reason=status.reason,
+                # unreachable (no reason of the sampler's own): say which service
+                reason=status.reason or ("SAMPLER_UNAVAILABLE" if kind is errors.Unavailable else ""),
                 violations=[errors.FieldViolation(f, d) for f, d in status.violations],
                 metadata=status.metadata,
             ) from None

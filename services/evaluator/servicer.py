@@ -1,19 +1,41 @@
-"""EvaluationService: translate requests, call the domain, translate reports back."""
+"""EvaluationService: translate requests, call the domain, translate jobs,
+events and reports back."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from synth.v1 import evaluation_pb2, evaluation_pb2_grpc
+from synth.v1 import evaluation_pb2, evaluation_pb2_grpc, training_pb2
 
-from services.common import labels
+from services.common import jobs, labels
+from services.common.convert import failure_to_status, timestamp
 from services.common.quality import Report
 from services.evaluator.evaluations import EvaluationRequest, Evaluations, Progress
+from services.evaluator.jobs import (
+    EvaluationCancelled,
+    EvaluationEvent,
+    EvaluationFailed,
+    EvaluationJob,
+    EvaluationProgressed,
+    EvaluationQueued,
+    EvaluationStarted,
+    EvaluationSucceeded,
+    JobState,
+)
+
+_STATES = {
+    JobState.QUEUED: training_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: training_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: training_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: training_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: training_pb2.JOB_STATE_CANCELLED,
+}
 
 
 def _enum(enum: Any, text: str) -> Any:
@@ -102,32 +124,123 @@ def report_to_proto(report: Report) -> evaluation_pb2.Report:
     return msg
 
 
+def request_from_proto(
+    request: evaluation_pb2.StartEvaluationRequest | evaluation_pb2.EvaluateRequest,
+) -> EvaluationRequest:
+    """StartEvaluation's request (or the deprecated Evaluate's, which has the same fields)."""
+    return EvaluationRequest(
+        dataset_id=request.dataset_id,
+        model_id=request.model_id,
+        synthetic_dataset_id=request.synthetic_dataset_id,
+        target_column=request.target_column,
+        task=_task(request.task),
+        seed=request.seed if request.HasField("seed") else None,
+        synthetic_rows=request.synthetic_row_count,
+        thresholds=dict(request.thresholds),
+        request_id=request.request_id,
+    )
+
+
+def job_to_proto(job: EvaluationJob) -> evaluation_pb2.EvaluationJob:
+    spec = job.spec
+    msg = evaluation_pb2.EvaluationJob(
+        id=job.id,
+        dataset_id=spec.dataset_id,
+        model_id=spec.model_id,
+        synthetic_dataset_id=spec.synthetic_dataset_id,
+        target_column=spec.target_column,
+        task=_enum(evaluation_pb2.Task, spec.task),
+        seed=spec.seed,
+        synthetic_row_count=spec.synthetic_rows,
+        thresholds=spec.thresholds,
+        state=_STATES[job.state],
+        progress=evaluation_pb2.EvaluationProgress(stage=job.stage, fraction=job.fraction),
+        report_id=job.report_id if job.state is JobState.SUCCEEDED else "",
+        create_time=timestamp(job.created_at),
+        attempts=job.attempts,
+    )
+    if job.failure is not None:
+        msg.error.CopyFrom(failure_to_status(job.failure))
+    if job.started_at:
+        msg.start_time.CopyFrom(timestamp(job.started_at))
+    if job.ended_at:
+        msg.end_time.CopyFrom(timestamp(job.ended_at))
+    return msg
+
+
+def event_to_proto(logged: jobs.LoggedEvent[EvaluationEvent]) -> evaluation_pb2.WatchEvaluationResponse:
+    msg = evaluation_pb2.WatchEvaluationResponse(sequence=logged.sequence, time=timestamp(logged.time))
+    event = logged.event
+    if isinstance(event, EvaluationQueued):
+        msg.queued.position = event.position
+        msg.queued.SetInParent()
+    elif isinstance(event, EvaluationStarted):
+        msg.started.attempt = event.attempt
+        msg.started.SetInParent()
+    elif isinstance(event, EvaluationProgressed):
+        msg.progress.stage, msg.progress.fraction = event.stage, event.fraction
+        msg.progress.SetInParent()
+    elif isinstance(event, EvaluationSucceeded):
+        msg.succeeded.report_id, msg.succeeded.seconds = event.report_id, event.seconds
+        msg.succeeded.SetInParent()
+    elif isinstance(event, EvaluationFailed):
+        msg.failed.status.CopyFrom(failure_to_status(event.failure))
+    elif isinstance(event, EvaluationCancelled):
+        msg.cancelled.stage = event.stage
+        msg.cancelled.SetInParent()
+    return msg
+
+
 class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
     def __init__(self, evaluations: Evaluations) -> None:
         self._evaluations = evaluations
 
-    def Evaluate(
-        self, request: evaluation_pb2.EvaluateRequest, context: grpc.ServicerContext
-    ) -> Iterator[evaluation_pb2.EvaluateResponse]:
-        domain_request = EvaluationRequest(
-            dataset_id=request.dataset_id,
-            model_id=request.model_id,
-            synthetic_dataset_id=request.synthetic_dataset_id,
-            target_column=request.target_column,
-            task=_task(request.task),
-            seed=request.seed if request.HasField("seed") else None,
-            synthetic_rows=request.synthetic_row_count,
-            thresholds=dict(request.thresholds),
-            request_id=request.request_id,
-        )
-        for sequence, item in enumerate(self._evaluations.stream(domain_request, context.is_active), start=1):
-            if isinstance(item, Progress):
-                yield evaluation_pb2.EvaluateResponse(
-                    sequence=sequence,
-                    progress=evaluation_pb2.EvaluationProgress(stage=item.stage, fraction=item.fraction),
-                )
-            else:
-                yield evaluation_pb2.EvaluateResponse(sequence=sequence, report=report_to_proto(item))
+    def StartEvaluation(
+        self, request: evaluation_pb2.StartEvaluationRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.StartEvaluationResponse:
+        job = self._evaluations.start(request_from_proto(request))
+        return evaluation_pb2.StartEvaluationResponse(job=job_to_proto(job))
+
+    def GetEvaluationJob(
+        self, request: evaluation_pb2.GetEvaluationJobRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.GetEvaluationJobResponse:
+        return evaluation_pb2.GetEvaluationJobResponse(job=job_to_proto(self._evaluations.jobs.get(request.job_id)))
+
+    def ListEvaluationJobs(
+        self, request: evaluation_pb2.ListEvaluationJobsRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.ListEvaluationJobsResponse:
+        found, token = self._evaluations.jobs.list(request.page_size, request.page_token)
+        return evaluation_pb2.ListEvaluationJobsResponse(jobs=[job_to_proto(j) for j in found], next_page_token=token)
+
+    def CancelEvaluationJob(
+        self, request: evaluation_pb2.CancelEvaluationJobRequest, context: grpc.ServicerContext
+    ) -> evaluation_pb2.CancelEvaluationJobResponse:
+        job = self._evaluations.jobs.cancel(request.job_id)
+        return evaluation_pb2.CancelEvaluationJobResponse(job=job_to_proto(job))
+
+    async def WatchEvaluation(
+        self, request: evaluation_pb2.WatchEvaluationRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[evaluation_pb2.WatchEvaluationResponse]:
+        # Async: an idle watch waits on the server's event loop, holding no thread.
+        async with contextlib.aclosing(self._evaluations.jobs.watch(request.job_id, request.after_sequence)) as events:
+            async for event in events:
+                yield event_to_proto(event)
+
+    async def Evaluate(
+        self, request: evaluation_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[evaluation_pb2.EvaluateResponse]:
+        """Deprecated: StartEvaluation and WatchEvaluation, with the report at the end."""
+        sequence = 0
+        async with contextlib.aclosing(self._evaluations.evaluate(request_from_proto(request))) as items:
+            async for item in items:
+                sequence += 1
+                if isinstance(item, Progress):
+                    yield evaluation_pb2.EvaluateResponse(
+                        sequence=sequence,
+                        progress=evaluation_pb2.EvaluationProgress(stage=item.stage, fraction=item.fraction),
+                    )
+                else:
+                    yield evaluation_pb2.EvaluateResponse(sequence=sequence, report=report_to_proto(item))
 
     def GetReport(
         self, request: evaluation_pb2.GetReportRequest, context: grpc.ServicerContext

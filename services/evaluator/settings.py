@@ -25,8 +25,12 @@ class EvaluatorSettings(BackendSettings):
     # Share of real rows held out when an uploaded synthetic table is scored
     # against a dataset that has no recorded split.
     holdout_fraction: float = 0.2
-    # Evaluations computed at once; more wait (their progress says so).
+    # Evaluations this replica computes at once; more wait in the queue (every
+    # replica takes queued jobs from the store they share).
     max_concurrent: int = 1
+    # Evaluation jobs waiting at most, over all replicas (RESOURCE_EXHAUSTED
+    # QUEUE_FULL beyond).
+    max_queued: int = 32
     # Threads the random forests use (-1: every core).
     n_jobs: int = -1
 

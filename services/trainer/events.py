@@ -3,7 +3,8 @@
 Each job's ``events.jsonl`` holds one JSON object per line:
 ``{"sequence": 1, "time": 1700000000.0, "type": "queued", "position": 0}``:
 the :class:`LoggedEvent` envelope (sequence, time) and the event's ``KIND``
-as ``type`` beside its own fields. The kinds are the ``event`` oneof of
+as ``type`` beside its own fields (``services.common.jobs``, the one job
+design the evaluator's jobs share). The kinds are the ``event`` oneof of
 ``synth.v1.WatchTrainingResponse``: ``KIND`` names its field, and each
 dataclass field a field of that message (``training_servicer.event_to_proto``
 maps them and refuses any it cannot).
@@ -11,21 +12,21 @@ maps them and refuses any it cannot).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from services.common.errors import DataLoss
+from services.common import jobs
+from services.common.jobs import JobEvent
 
 
 @dataclass(frozen=True)
-class JobQueued:
+class JobQueued(JobEvent):
     KIND: ClassVar[str] = "queued"
     position: int  # jobs ahead of this one
 
 
 @dataclass(frozen=True)
-class JobStarted:
+class JobStarted(JobEvent):
     KIND: ClassVar[str] = "started"
     device: str
     training_rows: int
@@ -34,7 +35,7 @@ class JobStarted:
 
 
 @dataclass(frozen=True)
-class EpochCompleted:
+class EpochCompleted(JobEvent):
     KIND: ClassVar[str] = "epoch"
     epoch: int
     epochs: int
@@ -46,19 +47,19 @@ class EpochCompleted:
 
 
 @dataclass(frozen=True)
-class CheckpointSaved:
+class CheckpointSaved(JobEvent):
     KIND: ClassVar[str] = "checkpoint"
     epoch: int
 
 
 @dataclass(frozen=True)
-class JobResumed:
+class JobResumed(JobEvent):
     KIND: ClassVar[str] = "resumed"
     from_epoch: int
 
 
 @dataclass(frozen=True)
-class EngineTried:
+class EngineTried(JobEvent):
     KIND: ClassVar[str] = "engine_tried"
     engine: str
     score: float
@@ -69,29 +70,33 @@ class EngineTried:
 
 
 @dataclass(frozen=True)
-class EngineChosen:
+class EngineChosen(JobEvent):
     KIND: ClassVar[str] = "engine_chosen"
     engine: str
     reason: str
 
 
 @dataclass(frozen=True)
-class JobSucceeded:
+class JobSucceeded(JobEvent):
     KIND: ClassVar[str] = "succeeded"
+    TERMINAL: ClassVar[bool] = True
     model_id: str
     training_seconds: float
 
 
 @dataclass(frozen=True)
-class JobFailed:
+class JobFailed(JobEvent):
     KIND: ClassVar[str] = "failed"
+    TERMINAL: ClassVar[bool] = True
     error_code: str
     error_message: str
+    reason: str = ""  # the ErrorInfo reason; absent from events logged before it was kept
 
 
 @dataclass(frozen=True)
-class JobCancelled:
+class JobCancelled(JobEvent):
     KIND: ClassVar[str] = "cancelled"
+    TERMINAL: ClassVar[bool] = True
     epochs_completed: int
 
 
@@ -120,39 +125,17 @@ EVENT_TYPES: tuple[type[TrainingEvent], ...] = (
     JobCancelled,
 )
 # A job's last event is one of these, and there is none after it.
-TERMINAL_EVENTS: tuple[type[TrainingEvent], ...] = (JobSucceeded, JobFailed, JobCancelled)
-_BY_KIND: dict[str, type[TrainingEvent]] = {cls.KIND: cls for cls in EVENT_TYPES}
-_ENVELOPE = ("sequence", "time", "type")
+TERMINAL_EVENTS: tuple[type[TrainingEvent], ...] = tuple(cls for cls in EVENT_TYPES if cls.TERMINAL)
+BY_KIND: dict[str, type[TrainingEvent]] = {cls.KIND: cls for cls in EVENT_TYPES}
 
 
-@dataclass(frozen=True)
-class LoggedEvent:
-    """An event as the log holds it: numbered 1, 2, 3... per job, and timed."""
-
-    sequence: int
-    time: float
-    event: TrainingEvent
-
-    @property
-    def terminal(self) -> bool:
-        return isinstance(self.event, TERMINAL_EVENTS)
-
-    def to_dict(self) -> dict[str, Any]:
-        """One line of ``events.jsonl``."""
-        return {"sequence": self.sequence, "time": self.time, "type": self.event.KIND, **dataclasses.asdict(self.event)}
+class LoggedEvent(jobs.LoggedEvent[TrainingEvent]):
+    """A training event as the log holds it: numbered 1, 2, 3... per job, and timed."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoggedEvent:
         """Inverse of :meth:`to_dict`. Keys the event does not have are ignored
-        (a later version may add fields); a missing field or an unknown type
-        is ``DataLoss``."""
-        kind = data.get("type")
-        event_type = _BY_KIND.get(kind) if isinstance(kind, str) else None
-        if event_type is None:
-            raise DataLoss(f"event log: unknown event type {kind!r}", reason="EVENT_LOG_CORRUPT")
-        names = [f.name for f in dataclasses.fields(event_type)]
-        missing = [n for n in (*_ENVELOPE, *names) if n not in data]
-        if missing:
-            raise DataLoss(f"event log: a {kind} event lacks {', '.join(missing)}", reason="EVENT_LOG_CORRUPT")
-        event = event_type(**{n: data[n] for n in names})
-        return cls(sequence=int(data["sequence"]), time=float(data["time"]), event=event)
+        (a later version may add fields); a missing field (one without a
+        default) or an unknown type is ``DataLoss``."""
+        sequence, when, event = jobs.decode_event(data, BY_KIND)
+        return cls(sequence=sequence, time=when, event=event)

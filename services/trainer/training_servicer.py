@@ -11,11 +11,13 @@ import grpc
 from google.protobuf.message import Message
 from synth.v1 import common_pb2, models_pb2, training_pb2, training_pb2_grpc
 
-from services.common.convert import schema_to_proto, timestamp
+from services.common import jobs
+from services.common.convert import failure_to_status, schema_to_proto, timestamp
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.jobs import Failure
 from services.common.models import ModelInfo
 from services.common.schema import ColumnInfo
-from services.trainer.events import LoggedEvent, TrainingEvent
+from services.trainer.events import JobFailed, TrainingEvent
 from services.trainer.jobs import JobRecord, JobState
 from services.trainer.jobspec import ConfigOverrides, JobConfig
 from services.trainer.training import Trainer
@@ -141,18 +143,24 @@ def job_to_proto(job: JobRecord) -> training_pb2.TrainingJob:
         msg.start_time.CopyFrom(timestamp(job.started_at))
     if job.ended_at:
         msg.end_time.CopyFrom(timestamp(job.ended_at))
+    if job.failure is not None:
+        msg.error.CopyFrom(failure_to_status(job.failure))
     return msg
 
 
-def event_to_proto(logged: LoggedEvent) -> training_pb2.WatchTrainingResponse:
+def event_to_proto(logged: jobs.LoggedEvent[TrainingEvent]) -> training_pb2.WatchTrainingResponse:
     """The event as the oneof case its ``KIND`` names, every field of it copied;
-    ``UnmappedField`` for a kind or a field the message does not have."""
+    ``UnmappedField`` for a kind or a field the message does not have. A failed
+    event with a reason also gets its ``google.rpc.Status`` (``status``, the
+    one message field, made from the event's own)."""
     event = logged.event
     if event.KIND not in _EVENT_CASES:
         raise UnmappedField(f"{type(event).__name__}: WatchTrainingResponse has no event {event.KIND!r}")
     msg = training_pb2.WatchTrainingResponse(sequence=logged.sequence, time=timestamp(logged.time))
     payload: Message = getattr(msg, event.KIND)
     _copy_fields(event, payload)
+    if isinstance(event, JobFailed) and event.reason:
+        msg.failed.status.CopyFrom(failure_to_status(Failure(event.error_code, event.error_message, event.reason)))
     payload.SetInParent()  # the oneof is set even when every field is a default (position 0)
     return msg
 

@@ -4,7 +4,8 @@ Now: load the page, upload a real CSV through the file input and see its
 schema, see a validation error next to a bad file, move around with the
 keyboard, labelled controls, the API-key prompt; the training view and the
 report view drawn from fake backends (live loss chart, progress, re-attach
-after a reload; cards, badges and charts). The full journey (train a few epochs,
+after a reload; an evaluation job followed, re-attached after a reload, its
+report or its failure shown; cards, badges and charts). The full journey (train a few epochs,
 generate, download, evaluate) runs once those services answer, and skips until
 then. Screenshots land in test-artifacts/."""
 
@@ -22,7 +23,12 @@ import pytest
 
 from gateway.auth import hash_key
 from tests.e2e.conftest import DATASETS, shot
-from tests.integration.test_gateway_fakes import start_fake_backend, start_gateway
+from tests.integration.test_gateway_fakes import (
+    FAILING_EVALUATION,
+    FAKE_EVALUATION,
+    start_fake_backend,
+    start_gateway,
+)
 
 PIMA = DATASETS / "pima_diabetes.csv"
 
@@ -193,6 +199,47 @@ def test_training_view_and_report_view_against_fake_backends(page) -> None:  # t
         fake.stop()
 
 
+def test_an_evaluation_job_is_followed_and_reattached_after_a_reload(page) -> None:  # type: ignore[no-untyped-def]
+    fake = start_fake_backend(delay=0.2, evaluation_steps=15)
+    gw = start_gateway(trainer=fake.address, sampler=fake.address, evaluator=fake.address, metrics_port=-1)
+    try:
+        page.goto(f"{gw.http_url}/#evaluate/{FAKE_EVALUATION}")
+        page.wait_for_selector("#step-evaluate:not([hidden])")
+        page.wait_for_function("() => document.getElementById('eval-status').textContent.startsWith('step 3')")
+        assert page.is_enabled("#eval-cancel")
+        # Reload mid-way: the page re-attaches after the last event it saw.
+        saved = page.evaluate("JSON.parse(localStorage.getItem('synth.evaluation'))")
+        assert saved["job_id"] == FAKE_EVALUATION and saved["last"] >= 5 and not saved["done"]
+        page.goto(gw.http_url + "/#library")  # a reload elsewhere re-attaches too, from what was saved
+        page.reload()
+        page.wait_for_function(
+            "() => document.getElementById('eval-status').textContent.includes('rpt-0123456789abcdef ready')",
+            timeout=20_000,
+        )
+        after = fake.recorder.evaluation_after
+        assert after[0] == 0 and len(after) >= 2 and after[-1] >= saved["last"], after
+        assert page.evaluate("JSON.parse(localStorage.getItem('synth.evaluation')).done")
+        assert page.evaluate("document.getElementById('eval-progress').value") == 1
+        page.goto(gw.http_url + "/#evaluate")
+        page.wait_for_selector("#report:not([hidden])")
+        assert page.locator("#report .card").count() == 3 and "tstr_roc_auc" in page.inner_text("#report")
+        assert page.is_disabled("#eval-cancel")
+        shot(page, "09-evaluation-reattached")
+
+        # A failed job: its google.rpc.Status message is shown as an error.
+        page.goto(f"{gw.http_url}/#evaluate/{FAILING_EVALUATION}")
+        page.wait_for_function("() => document.getElementById('eval-error').textContent.includes('not found')")
+        assert "mdl-0123456789abcdef" in page.inner_text("#eval-error")
+        assert page.inner_text("#eval-status") == "Failed."
+        page.goto(gw.http_url + "/#library")
+        page.wait_for_selector("#list-evaluations table")
+        assert FAKE_EVALUATION in page.inner_text("#list-evaluations")
+        assert page.console_errors == []
+    finally:
+        gw.stop(0)
+        fake.stop()
+
+
 def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Upload, train (reloading the page mid-way), generate with conditions and
     download, then evaluate: the whole flow a new user follows."""
@@ -270,10 +317,16 @@ def test_full_journey_train_generate_download_evaluate(platform, page, tmp_path)
     page.select_option("#eval-target", "Outcome")
     page.fill("#eval-seed", "3")
     page.click("#eval-start")
+    # An evaluation job: reloading the page while it runs re-attaches to it.
+    page.wait_for_function(
+        "() => (JSON.parse(localStorage.getItem('synth.evaluation') || '{}').job_id || '').startsWith('eval-')"
+    )
+    page.reload()
     page.wait_for_function(
         "() => !document.getElementById('report').hidden || document.getElementById('eval-error').textContent",
         timeout=300_000,
     )
+    assert page.inner_text("#eval-status").endswith("ready."), page.inner_text("#eval-status")
     assert page.inner_text("#eval-error") == "", page.inner_text("#eval-error")
     assert page.locator("#report .card").count() == 3
     assert "chosen automatically" in page.inner_text("#report-engine"), "the report says which engine and why"

@@ -1,5 +1,6 @@
 """The `synth` command end to end: the README's main job (`synth demo`) on a
-small slice, and `synth evaluate` / `report --html` / `reports list`."""
+small slice, and `synth evaluate` / `report --html` / `reports list`, and
+evaluation jobs (`evaluate --detach`, `evaluations watch|show|list|cancel`)."""
 
 from __future__ import annotations
 
@@ -84,5 +85,25 @@ def test_evaluate_report_html_and_list(tiny_model, tmp_path: Path) -> None:  # t
         assert not re.search(r"(src|href)\s*=", page) and "<script" not in page
         listed = subprocess.run([*base, "reports", "list"], capture_output=True, text=True, timeout=60)
         assert report["id"] in listed.stdout
+
+        # An evaluation is a job: started detached, then watched, shown, listed.
+        def synth(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*base, *args], capture_output=True, text=True, timeout=600)
+
+        detached = synth("evaluate", tiny_model.model_id, "--rows", "300", "--seed", "4", "--detach", "--json")
+        assert detached.returncode == 0, detached.stderr
+        job = json.loads(detached.stdout)
+        assert job["id"].startswith("eval-") and int(job["seed"]) == 4  # int64 is a string in JSON
+        watched = synth("evaluations", "watch", job["id"], "--json")
+        assert watched.returncode == 0, watched.stderr
+        events = [json.loads(line) for line in watched.stdout.splitlines()]
+        assert "queued" in events[0] and "succeeded" in events[-1]
+        shown = synth("evaluations", "show", job["id"])
+        assert "succeeded" in shown.stdout and events[-1]["succeeded"]["report_id"] in shown.stdout
+        assert job["id"] in synth("evaluations", "list").stdout
+        again = synth("evaluations", "watch", job["id"])  # re-attached after the end: the report
+        assert again.returncode == 0 and events[-1]["succeeded"]["report_id"] in again.stdout
+        refused = synth("evaluations", "cancel", job["id"])
+        assert refused.returncode == 1 and "already ended" in refused.stderr
     finally:
         platform.stop()

@@ -42,6 +42,7 @@ class Recorder:
     calls: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     after_sequence: list[int] = field(default_factory=list)
+    evaluation_after: list[int] = field(default_factory=list)  # WatchEvaluation's after_sequence, per call
     cancelled: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -101,12 +102,85 @@ class FakeSampler(sampling_pb2_grpc.SamplingServiceServicer):
         )
 
 
+FAKE_EVALUATION = "eval-0123456789abcdef"
+FAILING_EVALUATION = "eval-00000000000000ff"
+
+
 class FakeEvaluator(evaluation_pb2_grpc.EvaluationServiceServicer):
     """GetReport: "rpt-slow" waits for the deadline; "rpt-flaky" fails once with
-    UNAVAILABLE; DeleteReport "rpt-flaky" always fails with UNAVAILABLE."""
+    UNAVAILABLE; DeleteReport "rpt-flaky" always fails with UNAVAILABLE.
+    Evaluation jobs: StartEvaluation queues ``FAKE_EVALUATION`` (or, for
+    dataset "ds-fails", ``FAILING_EVALUATION``); WatchEvaluation streams its
+    log (queued, started, ``steps`` progress events, succeeded with
+    "rpt-0123456789abcdef" or failed with a google.rpc.Status), ``delay``
+    seconds apart, resumable with after_sequence."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, steps: int = 10, delay: float = 0.0) -> None:
         self.rec = recorder
+        self.steps = steps
+        self.delay = delay
+
+    def _job(self, job_id: str, state: int = training_pb2.JOB_STATE_QUEUED) -> evaluation_pb2.EvaluationJob:
+        return evaluation_pb2.EvaluationJob(
+            id=job_id, dataset_id="ds-0123456789abcdef", model_id="mdl-0123456789abcdef", seed=3, state=state
+        )
+
+    def StartEvaluation(self, request: evaluation_pb2.StartEvaluationRequest, context: grpc.ServicerContext) -> Any:
+        self.rec.saw("StartEvaluation", context)
+        job_id = FAILING_EVALUATION if request.dataset_id == "ds-fails" else FAKE_EVALUATION
+        return evaluation_pb2.StartEvaluationResponse(job=self._job(job_id))
+
+    def GetEvaluationJob(self, request: evaluation_pb2.GetEvaluationJobRequest, context: grpc.ServicerContext) -> Any:
+        self.rec.saw("GetEvaluationJob", context)
+        if request.job_id not in (FAKE_EVALUATION, FAILING_EVALUATION):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"evaluation {request.job_id} not found")
+        return evaluation_pb2.GetEvaluationJobResponse(job=self._job(request.job_id, training_pb2.JOB_STATE_RUNNING))
+
+    def ListEvaluationJobs(
+        self, request: evaluation_pb2.ListEvaluationJobsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self.rec.saw("ListEvaluationJobs", context)
+        return evaluation_pb2.ListEvaluationJobsResponse(jobs=[self._job(FAKE_EVALUATION)])
+
+    def CancelEvaluationJob(
+        self, request: evaluation_pb2.CancelEvaluationJobRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self.rec.saw("CancelEvaluationJob", context)
+        return evaluation_pb2.CancelEvaluationJobResponse(job=self._job(request.job_id, training_pb2.JOB_STATE_RUNNING))
+
+    def evaluation_events(self, job_id: str) -> list[evaluation_pb2.WatchEvaluationResponse]:
+        from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+        e = evaluation_pb2
+        out = [
+            e.WatchEvaluationResponse(sequence=1, queued=e.EvaluationQueued(position=0)),
+            e.WatchEvaluationResponse(sequence=2, started=e.EvaluationStarted(attempt=1)),
+        ]
+        for i in range(1, self.steps + 1):
+            progress = e.EvaluationProgress(stage=f"step {i}", fraction=i / (self.steps + 1))
+            out.append(e.WatchEvaluationResponse(sequence=len(out) + 1, progress=progress))
+        if job_id == FAILING_EVALUATION:
+            status = status_pb2.Status(code=code_pb2.NOT_FOUND, message="model mdl-0123456789abcdef not found")
+            status.details.add().Pack(error_details_pb2.ErrorInfo(reason="MODEL_NOT_FOUND", domain="synth.v1"))
+            out.append(e.WatchEvaluationResponse(sequence=len(out) + 1, failed=e.EvaluationFailed(status=status)))
+        else:
+            done = e.EvaluationSucceeded(report_id="rpt-0123456789abcdef", seconds=1.5)
+            out.append(e.WatchEvaluationResponse(sequence=len(out) + 1, succeeded=done))
+        return out
+
+    def WatchEvaluation(self, request: evaluation_pb2.WatchEvaluationRequest, context: grpc.ServicerContext) -> Any:
+        self.rec.saw("WatchEvaluation", context)
+        self.rec.evaluation_after.append(request.after_sequence)
+        if request.job_id not in (FAKE_EVALUATION, FAILING_EVALUATION):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"evaluation {request.job_id} not found")
+        for event in self.evaluation_events(request.job_id):
+            if event.sequence <= request.after_sequence:
+                continue
+            if not context.is_active():
+                return
+            yield event
+            if self.delay:
+                time.sleep(self.delay)
 
     def GetReport(self, request: evaluation_pb2.GetReportRequest, context: grpc.ServicerContext) -> Any:
         self.rec.saw("GetReport", context)
@@ -313,13 +387,17 @@ class FakeBackend:
         self.server.stop(0)
 
 
-def start_fake_backend(name: str = "sampler", *, epochs: int = 5, delay: float = 0.0) -> FakeBackend:
+def start_fake_backend(
+    name: str = "sampler", *, epochs: int = 5, delay: float = 0.0, evaluation_steps: int = 10
+) -> FakeBackend:
     """A real gRPC server on 127.0.0.1:0 with the fake Sampling, Evaluation and
     Training services."""
     recorder = Recorder()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     sampling_pb2_grpc.add_SamplingServiceServicer_to_server(FakeSampler(recorder, name), server)
-    evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(FakeEvaluator(recorder), server)
+    evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(
+        FakeEvaluator(recorder, evaluation_steps, delay), server
+    )
     training_pb2_grpc.add_TrainingServiceServicer_to_server(FakeTraining(recorder, epochs, delay), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
