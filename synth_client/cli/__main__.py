@@ -1,0 +1,7 @@
+"""``python -m synth_client.cli``."""
+
+import sys
+
+from synth_client.cli import main
+
+sys.exit(main())
