@@ -133,77 +133,91 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         },
     }
     if route.kind == "upload":
-        params.extend(
-            {"name": n, "in": "query", "required": False, "schema": s}
-            for n, s in (
-                ("display_name", {"type": "string"}),
-                ("encoding", {"type": "string"}),
-                ("missing_marker", {"type": "array", "items": {"type": "string"}}),
-                ("kind", {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=[a-z_]+$"}}),
-            )
-        )
-        op["requestBody"] = {
-            "required": True,
-            "content": {
-                "text/csv": {"schema": {"type": "string", "format": "binary"}},
-                "application/gzip": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "display_name": {"type": "string"},
-                            "encoding": {"type": "string"},
-                            "missing_marker": {"type": "array", "items": {"type": "string"}},
-                            "kind": {"type": "array", "items": {"type": "string"}},
-                            "file": {"type": "string", "format": "binary"},
-                        },
-                        "required": ["file"],
-                    }
-                },
-            },
-        }
-        op["responses"]["413"] = {
-            "description": "larger than the upload limit",
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
+        _add_upload(op, params)
     elif route.body:
-        fields_from_path = set(route.path_params)
-        body_schema = schemas.message(in_desc)
-        op["requestBody"] = {
-            "required": True,
-            "description": (
-                f"a {in_desc.name} as JSON"
-                + (f" ({', '.join(sorted(fields_from_path))} from the path)" if fields_from_path else "")
-            ),
-            "content": {"application/json": {"schema": body_schema}},
-        }
+        op["requestBody"] = _json_body(route, in_desc, schemas)
+    op["responses"]["200"] = _success(route, out_desc, schemas)
+    return op
+
+
+def _add_upload(op: dict[str, Any], params: list[dict[str, Any]]) -> None:
+    """An upload's query parameters, body (CSV, gzip or a form) and 413 response."""
+    params.extend(
+        {"name": n, "in": "query", "required": False, "schema": s}
+        for n, s in (
+            ("display_name", {"type": "string"}),
+            ("encoding", {"type": "string"}),
+            ("missing_marker", {"type": "array", "items": {"type": "string"}}),
+            ("kind", {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=[a-z_]+$"}}),
+        )
+    )
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string", "format": "binary"}},
+            "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "display_name": {"type": "string"},
+                        "encoding": {"type": "string"},
+                        "missing_marker": {"type": "array", "items": {"type": "string"}},
+                        "kind": {"type": "array", "items": {"type": "string"}},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+    op["responses"]["413"] = {
+        "description": "larger than the upload limit",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
+def _json_body(route: Route, in_desc: Descriptor, schemas: _Schemas) -> dict[str, Any]:
+    """The request body of a route that takes its message as JSON."""
+    fields_from_path = set(route.path_params)
+    body_schema = schemas.message(in_desc)
+    return {
+        "required": True,
+        "description": (
+            f"a {in_desc.name} as JSON"
+            + (f" ({', '.join(sorted(fields_from_path))} from the path)" if fields_from_path else "")
+        ),
+        "content": {"application/json": {"schema": body_schema}},
+    }
+
+
+def _success(route: Route, out_desc: Descriptor, schemas: _Schemas) -> dict[str, Any]:
+    """The 200 response, by the route's kind."""
     if route.kind == "events":
-        op["responses"]["200"] = {
+        return {
             "description": f"server-sent events, each data a {out_desc.name}",
             "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-data": schemas.message(out_desc)}},
         }
-    elif route.kind == "download":
-        op["responses"]["200"] = {
+    if route.kind == "download":
+        return {
             "description": "the rows, streamed",
             "content": {
                 "text/csv": {"schema": {"type": "string"}},
                 "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "format": "binary"}},
             },
         }
-    elif route.kind == "evaluate":
-        op["responses"]["200"] = {
+    if route.kind == "evaluate":
+        return {
             "description": f"the final {out_desc.name} (JSON), or server-sent events of every one",
             "content": {
                 "application/json": {"schema": schemas.message(out_desc)},
                 "text/event-stream": {"schema": {"type": "string"}},
             },
         }
-    else:
-        op["responses"]["200"] = {
-            "description": out_desc.name,
-            "content": {"application/json": {"schema": schemas.message(out_desc)}},
-        }
-    return op
+    return {
+        "description": out_desc.name,
+        "content": {"application/json": {"schema": schemas.message(out_desc)}},
+    }
 
 
 def _descriptor(full_name: str) -> Descriptor:

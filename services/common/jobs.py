@@ -31,7 +31,9 @@ Who runs a job:
   (made on a busy replica, or left by one that died: its claim goes stale after
   ``LEASE_SECONDS``); a cancel reaches the replica that runs the job through
   the ``cancel`` file, and watchers follow what other replicas append.
-Domain code: no protobuf, no grpc.
+The record and state types are in ``services.common.job_records``, the event
+log in ``services.common.job_events``, the claims in ``services.common.job_claims``;
+their public names are importable from here too. Domain code: no protobuf, no grpc.
 """
 
 from __future__ import annotations
@@ -39,9 +41,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
-import enum
-import json
 import logging
 import os
 import queue
@@ -49,13 +48,11 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from services.common.errors import (
-    DataLoss,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -63,290 +60,44 @@ from services.common.errors import (
     ResourceExhausted,
     SynthError,
     Unavailable,
-    error_for,
 )
+from services.common.job_claims import LEASE_SECONDS, TICK_SECONDS, claim_next, held, taken_over
+from services.common.job_events import E, EventLog, JobEvent, LoggedEvent, Wakeups, decode_event
+from services.common.job_records import CancelledByUser, Failure, JobState, Record, Running, Stopped
 from services.common.logs import log_context
 from services.common.store import ArtifactStore, RequestKey, load_page, read_json, write_json_atomic
+
+__all__ = [
+    "CANCEL_FILE",
+    "EVENTS_FILE",
+    "JOB_FILE",
+    "LEASE_SECONDS",
+    "TICK_SECONDS",
+    "WATCH_RECHECK_SECONDS",
+    "CancelledByUser",
+    "EventLog",
+    "Failure",
+    "JobContext",
+    "JobEvent",
+    "JobManager",
+    "JobState",
+    "LoggedEvent",
+    "Record",
+    "Running",
+    "Stopped",
+    "decode_event",
+]
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 CANCEL_FILE = "cancel"
-_CLAIM_PREFIX = "run-"
-_ENVELOPE = ("sequence", "time", "type")
 # A watcher's wait: a wakeup comes with every event of this process; the timeout guards against a lost one.
 WATCH_RECHECK_SECONDS = 30.0
-# Shared jobs: a claim not refreshed for this long is a dead worker's; claims are
-# refreshed, cancel files looked for and the store looked at for jobs to take
-# every TICK_SECONDS; watchers read what other replicas appended as often.
-LEASE_SECONDS = 30.0
-TICK_SECONDS = 1.0
-
-
-class JobState(enum.StrEnum):
-    """A job's state; the values are what ``job.json`` holds."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a job failed, as the error tree says it: ``code`` is a gRPC status
-    code name, ``reason`` the ErrorInfo reason (UPPER_SNAKE)."""
-
-    code: str
-    message: str
-    reason: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    violations: tuple[FieldViolation, ...] = ()
-
-    @classmethod
-    def of(cls, err: SynthError) -> Failure:
-        return cls(err.code, err.message, err.reason, dict(err.metadata), tuple(err.violations))
-
-    def error(self) -> SynthError:
-        """The failure as the error it was (to raise it again)."""
-        return error_for(
-            self.code, self.message, reason=self.reason, violations=list(self.violations), metadata=self.metadata
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "reason": self.reason,
-            "metadata": dict(self.metadata),
-            "violations": [{"field": v.field, "description": v.description} for v in self.violations],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Failure:
-        return cls(
-            code=str(data["code"]),
-            message=str(data["message"]),
-            reason=str(data.get("reason", "")),
-            metadata={str(k): str(v) for k, v in dict(data.get("metadata") or {}).items()},
-            violations=tuple(
-                FieldViolation(str(v["field"]), str(v["description"])) for v in data.get("violations") or ()
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Base of a job's events (frozen dataclasses): ``KIND`` names the event
-    (its ``type`` in the log, its case of the watch response's oneof), and a
-    ``TERMINAL`` one is a job's last. Fields with a default may be missing
-    from lines written before they were added."""
-
-    KIND: ClassVar[str] = ""
-    TERMINAL: ClassVar[bool] = False
-
-    def to_fields(self) -> dict[str, Any]:
-        """The event's fields as JSON values (its line in the log, beside the
-        envelope). A field with a default (one added later) is left out while it
-        holds the default, so the lines of events without it read as they were."""
-        return {
-            f.name: value
-            for f in dataclasses.fields(self)
-            if (value := _json_value(getattr(self, f.name))) != f.default or f.default is dataclasses.MISSING
-        }
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> Self:
-        """Inverse of :meth:`to_fields` (an event with nested values overrides both)."""
-        return cls(**fields)
-
-
-E = TypeVar("E", bound=JobEvent)
-
-
-def _json_value(value: Any) -> Any:
-    """Nested dataclasses (a Failure) as dicts, tuples as lists: what JSON holds."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    return value
-
-
-@dataclass(frozen=True)
-class LoggedEvent(Generic[E]):
-    """An event as the log holds it: numbered 1, 2, 3... per job, and timed."""
-
-    sequence: int
-    time: float
-    event: E
-
-    @property
-    def terminal(self) -> bool:
-        return self.event.TERMINAL
-
-    def to_dict(self) -> dict[str, Any]:
-        """One line of ``events.jsonl``."""
-        return {"sequence": self.sequence, "time": self.time, "type": self.event.KIND, **self.event.to_fields()}
-
-
-def decode_event(data: dict[str, Any], kinds: Mapping[str, type[E]]) -> tuple[int, float, E]:
-    """One line of ``events.jsonl``: (sequence, time, event). Keys the event does
-    not have are ignored (a later version may add fields); an unknown type or
-    a missing field without a default is ``DataLoss``."""
-    kind = data.get("type")
-    event_type = kinds.get(kind) if isinstance(kind, str) else None
-    if event_type is None:
-        raise DataLoss(f"event log: unknown event type {kind!r}", reason="EVENT_LOG_CORRUPT")
-    fields = dataclasses.fields(event_type)
-    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in (*_ENVELOPE, *required) if n not in data]
-    if missing:
-        raise DataLoss(f"event log: a {kind} event lacks {', '.join(missing)}", reason="EVENT_LOG_CORRUPT")
-    event = event_type.from_fields({f.name: data[f.name] for f in fields if f.name in data})
-    return int(data["sequence"]), float(data["time"]), event
-
-
-class EventLog(Generic[E]):
-    """One job's events in memory, backed by its ``events.jsonl`` (sequence =
-    index + 1). Only complete lines are read: a line cut short by a crash is
-    left out, with anything after it, until the job's next writer cuts it off
-    and appends in its place."""
-
-    def __init__(self, path: Path, kinds: Mapping[str, type[E]]) -> None:
-        self.path = path
-        self._kinds = kinds
-        self.events: list[LoggedEvent[E]] = []
-        self._offset = 0  # bytes of the file read into ``events``
-        self._lock = threading.Lock()
-        self.refresh()
-
-    def refresh(self) -> bool:
-        """Read the lines appended since (here or by another process); True if there were any."""
-        with self._lock:
-            return self._refresh()
-
-    def _refresh(self) -> bool:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return False
-        complete = data[: data.rfind(b"\n") + 1]
-        added = False
-        for line in complete.splitlines(keepends=True):
-            try:
-                parsed = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break  # a torn line from a crash: the events before it stand
-            sequence, when, event = decode_event(parsed, self._kinds)
-            self.events.append(LoggedEvent(sequence=sequence, time=when, event=event))
-            self._offset += len(line)
-            added = True
-        return added
-
-    def append(self, event: E) -> LoggedEvent[E]:
-        """Log ``event`` after the last one on file (called by the job's one writer)."""
-        with self._lock:
-            self._refresh()
-            logged = LoggedEvent(sequence=len(self.events) + 1, time=time.time(), event=event)
-            line = (json.dumps(logged.to_dict()) + "\n").encode()
-            with open(self.path, "ab") as fh:
-                if fh.tell() > self._offset:  # a torn tail: what follows it could never be read
-                    fh.truncate(self._offset)
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._offset += len(line)
-            self.events.append(logged)
-            return logged
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.events) and self.events[-1].terminal
-
-
-class Record(Protocol):
-    """What the manager needs of a job's record (a service's own dataclass)."""
-
-    id: str
-    state: JobState
-    ended_at: float
-
-    @property
-    def finished(self) -> bool: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
-
 
 R = TypeVar("R", bound=Record)
 C = TypeVar("C", bound="JobContext[Any, Any]")
-
-
-@dataclass
-class Running:
-    """A job running in this process."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    # shared jobs: the claim file, and whether another worker took the job over
-    # (this one was presumed dead): it then writes nothing more
-    claim: Path | None = None
-    lost: threading.Event = field(default_factory=threading.Event)
-
-
-class _Wakeups:
-    """Wakes async watchers, each waiting on an event of its own event loop,
-    from any thread: one ``call_soon_threadsafe`` per loop, not per watcher."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # never held across I/O: the loops take it too
-        self._events: dict[asyncio.AbstractEventLoop, set[asyncio.Event]] = {}
-
-    @contextlib.contextmanager
-    def subscription(self) -> Iterator[asyncio.Event]:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        with self._lock:
-            self._events.setdefault(loop, set()).add(event)
-        try:
-            yield event
-        finally:
-            with self._lock:
-                waiting = self._events.get(loop, set())
-                waiting.discard(event)
-                if not waiting:
-                    self._events.pop(loop, None)
-
-    def notify(self) -> None:
-        with self._lock:
-            loops = list(self._events)
-        for loop in loops:
-            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake, loop)
-
-    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            events = list(self._events.get(loop, ()))
-        for event in events:
-            event.set()
-
-
-class Stopped(Exception):
-    """The service is shutting down (or another worker took the job over):
-    leave the job as it is, to run again."""
-
-
-class CancelledByUser(Exception):
-    """The job's cancel was asked for."""
 
 
 class JobManager(Generic[R, E, C]):
@@ -381,7 +132,7 @@ class JobManager(Generic[R, E, C]):
         self.shared = shared
         self._on_end = on_end
         self._lock = threading.RLock()
-        self._wakeups = _Wakeups()  # watchers wait on event loops, holding no thread
+        self._wakeups = Wakeups()  # watchers wait on event loops, holding no thread
         self._logs: dict[str, EventLog[E]] = {}
         self._running: dict[str, Running] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -661,18 +412,7 @@ class JobManager(Generic[R, E, C]):
         """Claim the job's next attempt: ``run-<n+1>`` created exclusively when
         no live worker holds ``run-<n>``. None when another worker holds it or
         won the race."""
-        folder = self.job_folder(job_id)
-        attempt = _last_attempt(folder)
-        if attempt and _alive(folder / f"{_CLAIM_PREFIX}{attempt}"):
-            return None
-        path = folder / f"{_CLAIM_PREFIX}{attempt + 1}"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self._owner)
-        return path
+        return claim_next(self.job_folder(job_id), self._owner)
 
     def _release(self, running: Running) -> None:
         """Let any worker take the job at once (its claim dated stale)."""
@@ -698,8 +438,7 @@ class JobManager(Generic[R, E, C]):
                 claim = running.claim
                 if claim is None:
                     continue
-                attempt = int(claim.name.removeprefix(_CLAIM_PREFIX))
-                if (claim.parent / f"{_CLAIM_PREFIX}{attempt + 1}").exists():
+                if taken_over(claim):
                     running.lost.set()  # presumed dead and taken over: stop, write nothing
                     continue
                 with contextlib.suppress(FileNotFoundError):
@@ -720,7 +459,7 @@ class JobManager(Generic[R, E, C]):
             with self._lock:
                 if idle <= 0 or job.id in self._running or job.id in self._queued:
                     continue
-            if _held(self.job_folder(job.id)):
+            if held(self.job_folder(job.id)):
                 continue
             self._enqueue(job.id)
             taken.append(job.id)
@@ -784,28 +523,6 @@ class JobManager(Generic[R, E, C]):
             logged = self._log(job_id).append(event)
         self._wakeups.notify()
         return logged
-
-
-def _last_attempt(folder: Path) -> int:
-    numbers = [
-        int(p.name.removeprefix(_CLAIM_PREFIX))
-        for p in folder.glob(f"{_CLAIM_PREFIX}*")
-        if p.name.removeprefix(_CLAIM_PREFIX).isdigit()
-    ]
-    return max(numbers, default=0)
-
-
-def _alive(claim: Path) -> bool:
-    """A claim refreshed within the lease."""
-    try:
-        return time.time() - claim.stat().st_mtime < LEASE_SECONDS
-    except FileNotFoundError:
-        return False
-
-
-def _held(folder: Path) -> bool:
-    attempt = _last_attempt(folder)
-    return bool(attempt) and _alive(folder / f"{_CLAIM_PREFIX}{attempt}")
 
 
 class JobContext(Generic[R, E]):
