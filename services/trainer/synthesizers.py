@@ -22,8 +22,9 @@ from services.common.engine.config import TrainingConfig
 from services.common.engine.copula import GaussianCopula
 from services.common.engine.model import EpochRecord, ModelMetadata, SynthesisModel, library_versions
 from services.trainer import engine as ctgan_engine
+from services.trainer import epoch_loop
 from services.trainer import tvae as tvae_engine
-from services.trainer.engine import EpochStats, data_fingerprint
+from services.trainer.epoch_loop import EpochStats, data_fingerprint
 
 
 def train_model(
@@ -64,10 +65,10 @@ def fit_copula(
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> GaussianCopula:
     """The Gaussian copula has no training loop: one pass, reported as one epoch of one."""
-    discrete = ctgan_engine._check_discrete_columns(frame, discrete_columns)
+    discrete = epoch_loop._check_discrete_columns(frame, discrete_columns)
     seed = config.seed if config.seed is not None else secrets.randbits(63)
     began = time.perf_counter()
-    model = GaussianCopula.fit(frame, discrete, ctgan_engine._derive(seed, "copula"))
+    model = GaussianCopula.fit(frame, discrete, epoch_loop._derive(seed, "copula"))
     seconds = time.perf_counter() - began
     model.config = config
     model.metadata = ModelMetadata(

@@ -41,7 +41,7 @@ from services.common.schema import ColumnInfo, DatasetInfo
 from services.common.store import ArtifactStore, request_key, write_json_atomic
 from services.common.support import SupportRules
 from services.trainer.autoselect import Selection, Trial, choose_engine
-from services.trainer.engine import EpochStats, TrainingCancelled
+from services.trainer.epoch_loop import EpochStats, TrainingCancelled
 from services.trainer.events import (
     CheckpointSaved,
     EngineChosen,

@@ -33,14 +33,8 @@ from services.common.engine.model import EpochRecord, ModelMetadata
 from services.common.engine.transformer import FastDataTransformer
 from services.common.engine.tvae import TvaeModel, build_decoder
 from services.common.errors import FailedPrecondition
-from services.trainer.engine import (
-    EpochLoop,
-    EpochStats,
-    _BatchSampler,
-    _derive,
-    _to_cpu,
-    run_training,
-)
+from services.trainer.engine import _BatchSampler
+from services.trainer.epoch_loop import EpochLoop, EpochStats, _derive, _to_cpu, run_training
 
 CHECKPOINT_FORMAT = "synth.tvae-checkpoint"
 CHECKPOINT_VERSION = 1

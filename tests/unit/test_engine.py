@@ -445,7 +445,7 @@ def test_resolve_device() -> None:
 
 def test_few_distinct_values_are_encoded_as_row_by_row(adult: tuple[pd.DataFrame, list[str]]) -> None:
     """The per-distinct-value posterior (ages, counts) is the per-row one, bit for bit."""
-    from services.common.engine.transformer import _component_cdf
+    from services.common.engine._columns import _component_cdf
 
     frame, discrete = adult
     transformer = FastDataTransformer().fit(frame.iloc[:2000], discrete)

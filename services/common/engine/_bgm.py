@@ -74,6 +74,7 @@ def fit_bgm(values: np.ndarray, n_components: int, random_state: int = 42) -> Mi
     return _variational_em(x, w, resp, n_components)
 
 
+# Stays whole (91 lines): it mirrors sklearn BayesianGaussianMixture.fit step by step (m-step, e-step, bound).
 def _variational_em(x: np.ndarray, w: np.ndarray, resp: np.ndarray, k: int) -> MixtureFit:
     total = w.sum()
     mean_prior = float((w * x).sum() / total)
